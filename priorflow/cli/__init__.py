@@ -37,6 +37,10 @@ def build_app() -> typer.Typer:
         add_completion=False,
     )
 
+    @app.callback()
+    def _root() -> None:
+        """Prior trajectories from latent diffusion models, on Prefect + Dask (+ SLURM)."""
+
     @app.command()
     def version() -> None:
         """Print the priorflow version."""
@@ -59,22 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)  # standalone: usage errors exit 2 with click's message
     except PriorflowError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":
