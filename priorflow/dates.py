@@ -47,7 +47,9 @@ def parse_start_date(text: str | datetime, field: str = "start_dates") -> dateti
     return day + timedelta(hours=hour)
 
 
-def parse_trajectory_sizes(text: str | int | Iterable[int], field: str = "trajectory_sizes") -> list[int]:
+def parse_trajectory_sizes(
+    text: str | int | Iterable[int], field: str = "trajectory_sizes"
+) -> list[int]:
     """Parse ``"72"``, ``"24,48"`` or an inclusive range ``"24-26"`` (mixable: ``"12,24-26"``).
 
     Returns the sorted, de-duplicated sizes (number of states). Raises :class:`ConfigError`.
