@@ -1,0 +1,34 @@
+"""Shared test options and fixtures.
+
+``--device`` runs the device-aware tests on another device (e.g. ``cuda`` on a GPU machine);
+the default is the CPU. Torch uses one thread in tests so results are reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="torch device for device-aware tests")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return torch.device(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread() -> None:
+    torch.set_num_threads(int(os.environ.get("PRIORFLOW_TORCH_THREADS", "1")))
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true): tests that need real services must fail there, not skip."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
