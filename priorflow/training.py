@@ -1,0 +1,530 @@
+r"""Training a backbone on blankets of a latent archive with the denoising loss.
+
+A blanket is ``K`` consecutive states ``x`` (shape ``(K, *S)``, ``dt_hours`` apart) with their
+dates. For each blanket of a batch a diffusion time :math:`t \sim U[0, 1]` is drawn (stratified
+over the batch: :math:`t_i = (i + u_i)/B`), :math:`\sigma = \sigma(t)` from the schedule and
+
+.. math::
+    \mathcal{L} = \lambda(\sigma)\,\frac{1}{|x|}\,\|d(x + \sigma z, \sigma) - x\|^2,
+    \qquad \lambda(\sigma) = \frac{1}{\sigma^2} + 1,
+
+with :math:`d` the preconditioned denoiser (:mod:`priorflow.denoiser`), averaged over the batch.
+With EDM preconditioning :math:`\lambda(\sigma) c_{out}^2 = 1`: every noise level weighs the
+same on the backbone's output.
+
+Optimiser AdamW with linear warm-up and cosine decay; an exponential moving average (EMA) of
+the weights is what is evaluated and saved. Whole days are held out for validation (every
+``val_every_days``-th day); the validation loss uses fixed blankets, times and noise so that
+successive values compare. The model directory receives ``model_best.pt`` (EMA weights at the
+best validation loss), ``model_last.pt`` (EMA weights at the last checkpoint), ``card.yaml``
+and ``training_state.pt`` (weights, EMA, optimiser, step and random state, written atomically):
+rerunning the same command continues from the saved step and ends where an uninterrupted run
+would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from priorflow.dates import times_to_fields
+from priorflow.denoiser import PreconditionedDenoiser
+from priorflow.errors import ConfigError, ModelError
+from priorflow.model import (
+    CHECKPOINTS,
+    BackboneSpec,
+    ModelCard,
+    ScheduleSpec,
+    build_backbone,
+    write_card,
+)
+from priorflow.precision import PRECISIONS
+from priorflow.schedules import make_schedule
+
+STATE_NAME = "training_state.pt"
+REFERENCE_TARGET = "priorflow.reference:ReferenceBackbone"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (all but ``steps`` must match when a run is resumed)."""
+
+    steps: int = 4000
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    blanket_size: int = 8
+    dt_hours: int | None = None
+    schedule: str = "rectified"
+    sigma_min: float = 1e-3
+    sigma_max: float = 1e3
+    denoising_steps: int = 64
+    target: str = REFERENCE_TARGET
+    backbone: dict[str, Any] = field(default_factory=dict)
+    val_every_days: int = 10
+    val_blankets: int = 256
+    eval_every: int = 250
+    precision: str = "float32"
+    device: str = "cpu"
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` (one line, naming the field) for an unusable setting."""
+        positive = (
+            "steps",
+            "batch_size",
+            "blanket_size",
+            "denoising_steps",
+            "val_every_days",
+            "val_blankets",
+            "eval_every",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.val_every_days < 2:
+            raise ConfigError(
+                f"val_every_days: {self.val_every_days} would hold out every day; use 2 or more"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"lr: {self.lr} must be positive")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: {self.ema_decay} must lie in [0, 1)")
+        if self.dt_hours is not None and self.dt_hours < 1:
+            raise ConfigError(f"dt_hours: {self.dt_hours} must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision: {self.precision!r} is not a precision; use float32, float16 or"
+                " bfloat16"
+            )
+        make_schedule(self.schedule, self.sigma_min, self.sigma_max)
+
+    def resumable_dict(self) -> dict[str, Any]:
+        """The settings that a resumed run must share (all but ``steps`` and ``device``)."""
+        data = asdict(self)
+        data.pop("steps")
+        data.pop("device")
+        return json.loads(json.dumps(data))
+
+
+@dataclass
+class TrainingData:
+    """States and times to train on.
+
+    Arguments:
+        states: ``(N, *S)`` float32, standardised (unit scale).
+        times: ``(N,)`` datetime64, increasing.
+        dt_hours: spacing of the source (an archive's ``dt_hours``).
+        source: where it came from (recorded as the card's ``archive``).
+    """
+
+    states: np.ndarray
+    times: np.ndarray
+    dt_hours: int
+    source: str | None = None
+
+    @classmethod
+    def from_archive(cls, path: str | Path) -> TrainingData:
+        """All states of the latent archive at ``path`` (see :mod:`priorflow.archive`)."""
+        from priorflow.archive import open_archive
+
+        archive = open_archive(path)
+        return cls(archive.load(), np.asarray(archive.times), archive.dt_hours, str(path))
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.states.shape[1:])
+
+
+@dataclass
+class TrainProgress:
+    """What the progress callback receives after each step."""
+
+    step: int
+    steps: int
+    loss: float
+    loss_avg: float
+    lr: float
+    val_loss: float | None
+    best_val_loss: float | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and how training ended."""
+
+    out: Path
+    step: int
+    best_val_loss: float | None
+    best_step: int | None
+    last_val_loss: float | None
+    resumed_from: int
+    seconds: float
+
+
+@dataclass
+class _Split:
+    """Blanket start indices (into the state array) for training and validation."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    stride: int
+
+
+def blanket_split(
+    times: np.ndarray, source_dt: int, blanket_size: int, dt_hours: int, val_every_days: int
+) -> _Split:
+    """Blanket starts whose ``K`` states are contiguous and lie in one split.
+
+    A state belongs to validation when its day number since the first state's day is
+    ``val_every_days - 1`` modulo ``val_every_days``; a blanket that straddles both is dropped.
+    """
+    if dt_hours % source_dt:
+        raise ConfigError(
+            f"dt_hours: {dt_hours} is not a multiple of the archive's dt_hours {source_dt};"
+            " use a multiple of it"
+        )
+    stride = dt_hours // source_dt
+    span = (blanket_size - 1) * stride
+    n = len(times)
+    if n <= span:
+        raise ConfigError(
+            f"blanket_size: {blanket_size} states {dt_hours} h apart need {span + 1} archive"
+            f" states, the archive has {n}; use a longer archive or a smaller blanket"
+        )
+    hours = (np.asarray(times, dtype="datetime64[h]") - np.datetime64(times[0], "h")).astype(
+        np.int64
+    )
+    day0 = np.datetime64(times[0], "D").astype("datetime64[h]") - np.datetime64(times[0], "h")
+    days = (hours - day0.astype(np.int64)) // 24
+    is_val = days % val_every_days == val_every_days - 1
+    starts = np.arange(n - span)
+    ends = starts + span
+    contiguous = hours[ends] - hours[starts] == span * source_dt
+    # All states of a blanket in one split: no change of split between its first and last.
+    changes = np.concatenate([[0], np.cumsum(is_val[1:] != is_val[:-1])])
+    ok = contiguous & (changes[ends] == changes[starts])
+    train = starts[ok & ~is_val[starts]]
+    val = starts[ok & is_val[starts]]
+    if len(train) == 0 or len(val) == 0:
+        raise ConfigError(
+            f"val_every_days: {val_every_days} leaves {len(train)} training and {len(val)}"
+            " validation blankets; use a longer archive or another val_every_days"
+        )
+    return _Split(torch.from_numpy(train), torch.from_numpy(val), stride)
+
+
+class _Batches:
+    """Gathers blankets ``(B, K, *S)`` and their dates ``(B, K, 4)`` from start indices."""
+
+    def __init__(self, data: TrainingData, blanket_size: int, stride: int, device: torch.device):
+        self.states = torch.from_numpy(np.ascontiguousarray(data.states, dtype=np.float32))
+        self.fields = times_to_fields(np.asarray(data.times))
+        self.offsets = torch.arange(blanket_size) * stride
+        self.device = device
+
+    def __call__(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = starts[:, None] + self.offsets
+        return self.states[index].to(self.device), self.fields[index].to(self.device)
+
+
+def denoising_loss(
+    denoiser: PreconditionedDenoiser,
+    x: torch.Tensor,
+    dates: torch.Tensor,
+    sigma: torch.Tensor,
+    z: torch.Tensor,
+) -> torch.Tensor:
+    r"""Per-blanket loss :math:`\lambda(\sigma)\,\mathrm{mean}((d(x + \sigma z, \sigma) - x)^2)`.
+
+    Arguments:
+        x: clean blankets ``(B, K, *S)``; dates ``(B, K, 4)``; sigma ``(B,)``; z like ``x``.
+
+    Returns:
+        ``(B,)`` float32.
+    """
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    d = denoiser(x + sigma.reshape(shape) * z, sigma, dates)
+    weight = 1 / sigma**2 + 1
+    return weight * (d - x).square().flatten(1).mean(dim=1)
+
+
+def _stratified_times(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` diffusion times, one in each of ``n`` equal bins of ``[0, 1]``, shuffled."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    order = torch.randperm(n, generator=generator)
+    return (order + u) / n
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 5 % of ``lr`` at ``steps``."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _card(
+    config: TrainConfig, shape: tuple[int, ...], data: TrainingData, metadata: dict
+) -> ModelCard:
+    return ModelCard(
+        backbone=BackboneSpec(target=config.target, kwargs=dict(config.backbone)),
+        blanket_size=config.blanket_size,
+        dt_hours=config.dt_hours or data.dt_hours,
+        state_shape=shape,
+        schedule=ScheduleSpec(
+            name=config.schedule, sigma_min=config.sigma_min, sigma_max=config.sigma_max
+        ),
+        denoising_steps=config.denoising_steps,
+        precision=config.precision,
+        archive=data.source,
+        metadata=metadata,
+    )
+
+
+class _Validation:
+    """Fixed validation blankets, times and noise: a loss that compares between evaluations."""
+
+    def __init__(self, split: _Split, batches: _Batches, config: TrainConfig, schedule: Any):
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        count = min(config.val_blankets, len(split.val))
+        pick = torch.randperm(len(split.val), generator=generator)[:count]
+        self.starts = split.val[pick]
+        t = (torch.arange(count, dtype=torch.float64) + 0.5) / count
+        self.sigma = schedule(t).float()
+        shape = (count, config.blanket_size, *batches.states.shape[1:])
+        self.z = torch.randn(shape, generator=generator)
+        self.batches = batches
+        self.batch_size = config.batch_size * 4
+
+    @torch.no_grad()
+    def __call__(self, denoiser: PreconditionedDenoiser) -> float:
+        total = 0.0
+        device = self.batches.device
+        for i in range(0, len(self.starts), self.batch_size):
+            part = slice(i, i + self.batch_size)
+            x, dates = self.batches(self.starts[part])
+            losses = denoising_loss(
+                denoiser, x, dates, self.sigma[part].to(device), self.z[part].to(device)
+            )
+            total += float(losses.sum())
+        return total / len(self.starts)
+
+
+def train(
+    data: TrainingData,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    command: str | None = None,
+) -> TrainResult:
+    """Train ``config.target`` on blankets of ``data`` and write the model directory ``out``.
+
+    If ``out`` holds a ``training_state.pt`` of the same settings, training continues from
+    its step up to ``config.steps`` (a different setting is a :class:`ConfigError`).
+
+    Arguments:
+        data: the states, times and spacing to train on.
+        out: model directory to write (created).
+        config: training settings (defaults: :class:`TrainConfig`).
+        progress: called with a :class:`TrainProgress` after every step.
+        command: the command line, recorded in the card's metadata.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    config = config or TrainConfig()
+    config.check()
+    out = Path(out)
+    device = torch.device(config.device)
+    dt_hours = config.dt_hours or data.dt_hours
+    shape = data.state_shape
+    split = blanket_split(
+        data.times, data.dt_hours, config.blanket_size, dt_hours, config.val_every_days
+    )
+    schedule = make_schedule(config.schedule, config.sigma_min, config.sigma_max)
+    card = _card(config, shape, data, {})
+    torch.manual_seed(config.seed)  # parameter initialisation
+    try:
+        backbone = build_backbone(card).to(device)
+    except ModelError as error:
+        raise ConfigError(str(error)) from None
+    ema = _copy(backbone)
+    optimizer = torch.optim.AdamW(
+        backbone.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[list[float | None]] = []
+    step, best_val, best_step, seconds_before = 0, None, None, 0.0
+
+    state_file = out / STATE_NAME
+    if state_file.exists():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        _check_resumable(json.loads(state["config"]), config.resumable_dict(), state_file)
+        backbone.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, best_val, best_step = state["step"], state["best_val"], state["best_step"]
+        history = json.loads(state["history"])
+        seconds_before = state["seconds"]
+    resumed_from = step
+    out.mkdir(parents=True, exist_ok=True)
+
+    batches = _Batches(data, config.blanket_size, split.stride, device)
+    validate = _Validation(split, batches, config, schedule)
+    denoiser = PreconditionedDenoiser(backbone, config.precision)
+    ema_denoiser = PreconditionedDenoiser(ema, config.precision).eval()
+    began = time.perf_counter()
+    loss_avg, val_loss = None, None
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - began
+
+    def checkpoint() -> None:
+        nonlocal best_val, best_step, val_loss
+        val_loss = validate(ema_denoiser)
+        history.append([step, loss_avg, val_loss])
+        weights = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}
+        if best_val is None or val_loss < best_val:
+            best_val, best_step = val_loss, step
+            _atomic_save(weights, out / CHECKPOINTS["best"])
+        _atomic_save(weights, out / CHECKPOINTS["last"])
+        metadata = _metadata(config, data, split, step, loss_avg, val_loss, best_val, best_step)
+        metadata.update(command=command, seconds=round(elapsed(), 1), history=history)
+        write_card(out, _card(config, shape, data, metadata))
+        _atomic_save(
+            {
+                "step": step,
+                "model": backbone.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "best_val": best_val,
+                "best_step": best_step,
+                "history": json.dumps(history),
+                "seconds": elapsed(),
+                "config": json.dumps(config.resumable_dict()),
+            },
+            state_file,
+        )
+
+    backbone.train()
+    while step < config.steps:
+        lr = _lr_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pick = torch.randint(len(split.train), (config.batch_size,), generator=generator)
+        x, dates = batches(split.train[pick])
+        sigma = schedule(_stratified_times(config.batch_size, generator)).float().to(device)
+        z = torch.randn(x.shape, generator=generator).to(device)
+        loss = denoising_loss(denoiser, x, dates, sigma, z).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(backbone.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        _ema_update(ema, backbone, min(config.ema_decay, (1 + step) / (10 + step)))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"lr: training diverged at step {step} (loss {value}); lower lr (now"
+                f" {config.lr:g}) or raise warmup"
+            )
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        if step % config.eval_every == 0 or step == config.steps:
+            checkpoint()
+        if progress is not None:
+            progress(
+                TrainProgress(
+                    step, config.steps, value, loss_avg, lr, val_loss, best_val, elapsed()
+                )
+            )
+    if step == resumed_from and not (out / CHECKPOINTS["last"]).exists():
+        checkpoint()
+    return TrainResult(out, step, best_val, best_step, val_loss, resumed_from, elapsed())
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(module)
+    for parameter in clone.parameters():
+        parameter.requires_grad_(False)
+    return clone
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def _check_resumable(saved: dict, current: dict, file: Path) -> None:
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            raise ConfigError(
+                f"{key}: {current.get(key)!r} differs from {saved.get(key)!r} of the run saved in"
+                f" {file}; rerun with the same settings to resume, or use a new --out"
+            )
+
+
+def _metadata(
+    config: TrainConfig,
+    data: TrainingData,
+    split: _Split,
+    step: int,
+    loss: float | None,
+    val_loss: float | None,
+    best_val: float | None,
+    best_step: int | None,
+) -> dict[str, Any]:
+    from priorflow import __version__
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else float(f"{value:.5g}")
+
+    return {
+        "trained_steps": step,
+        "train_loss": rounded(loss),
+        "val_loss": rounded(val_loss),
+        "best_val_loss": rounded(best_val),
+        "best_step": best_step,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "warmup": config.warmup,
+        "ema_decay": config.ema_decay,
+        "val_every_days": config.val_every_days,
+        "train_blankets": len(split.train),
+        "val_blankets": len(split.val),
+        "archive_range": [str(data.times[0])[:13], str(data.times[-1])[:13]],
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "priorflow": __version__,
+        "torch": torch.__version__,
+    }
