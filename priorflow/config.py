@@ -619,7 +619,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config: {path} cannot be read — {error}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except ConfigError:
         raise
     except (yaml.YAMLError, ValueError) as error:
@@ -654,7 +654,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any
                 f"--set {item!r}: not key=value — write e.g. --set diffusion.num_steps=32"
             )
         try:
-            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None  # noqa: S506
+            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None
         except (yaml.YAMLError, ValueError):
             raise ConfigError(
                 f"--set {key}: {text!r} is not a YAML value — quote it, e.g. {key}='\"...\"'"
