@@ -1,0 +1,609 @@
+r"""A synthetic latent world with exactly known statistics, and its exact denoiser.
+
+The world stands in for encoded, standardised weather. A state :math:`x(t)` has shape
+``(C, H, W)`` (channels, latitude rows from north to south, longitude columns eastwards) and is
+
+.. math::
+    x(t) = m(t) + a(t), \qquad a \sim \mathcal{N}(0, \Sigma), \quad
+    \operatorname{Cov}[a(t), a(t')] = \rho^{|t - t'|}\ \Sigma_c \otimes S ,
+
+with ``t`` in hours:
+
+- the mean :math:`m(t)` follows the season and the hour of day: per channel ``c``,
+  :math:`m_c = A_c \sin(\text{lat}) \cos 2\pi(\tau - \phi_c) + B_c\, g(t) - \mu_c`, where
+  :math:`\tau` is the year progress, :math:`g` a warm spot under the sun (its longitude follows
+  the UTC hour, its latitude the solar declination) and :math:`\mu_c` the channel's climatological
+  mean (so the archive has channel means near 0);
+- the anomalies :math:`a` are a stationary Gaussian process: AR(1) in time (an
+  Ornstein-Uhlenbeck process sampled at whole hours, lag correlation :math:`\rho^{\Delta t}`, about
+  0.9 per hour), a smooth periodic random field in space with spectrum
+  :math:`P(k) \propto (1 + \ell_y^2 k_y^2 + \ell_x^2 k_x^2)^{-\nu}` (unit variance, ``S`` is
+  diagonal in the 2D Fourier basis), correlated across channels by :math:`\Sigma_c` (diagonal
+  :math:`s_c^2`, chosen so that every channel's total variance is ``variance``, 1 by default).
+
+The covariance of a blanket of ``K`` states is the Kronecker product
+:math:`C_K = T \otimes \Sigma_c \otimes S` with :math:`T_{ij} = \rho^{|t_i - t_j|}`, so its
+eigenbasis is (eigenvectors of ``T``) x (eigenvectors of :math:`\Sigma_c`) x (Fourier modes) and
+the Gaussian posterior mean (the exact denoiser)
+
+.. math::
+    E[x \mid x_\sigma] = m + C_K (C_K + \sigma^2 I)^{-1} (x_\sigma - m)
+    = m + U \operatorname{diag}\Big(\frac{\lambda}{\lambda + \sigma^2}\Big) U^\top (x_\sigma - m)
+
+costs two small dense transforms and one FFT pair. Everything is deterministic from ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from priorflow.errors import ConfigError, ModelError
+
+DEFAULT_SHAPE = (4, 16, 32)
+_HOUR = np.timedelta64(1, "h")
+_EPOCH = np.datetime64("1970-01-01T00", "ns")
+# March equinox as a fraction of the year (day 80.5 of 365.25): the sun crosses the equator.
+_EQUINOX = 80.5 / 365.25
+_DECLINATION = math.radians(23.44)
+_CACHE_SIZE = 8
+
+
+# --------------------------------------------------------------------------------------------
+# dates
+
+
+def as_times(times: Any) -> np.ndarray:
+    """``datetime64`` values (or ``datetime``s, or strings) of any shape as ``datetime64[ns]``."""
+    return np.asarray(times, dtype="datetime64[ns]")
+
+
+def fields_to_times(fields: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(year, month, day, hour)`` fields of shape ``(*, 4)`` to ``datetime64[ns]`` of shape ``(*)``.
+
+    The inverse of :func:`priorflow.dates.times_to_fields`.
+    """
+    if isinstance(fields, torch.Tensor):
+        fields = fields.detach().cpu().numpy()
+    f = np.asarray(fields, dtype=np.int64)
+    years = (f[..., 0] - 1970).astype("datetime64[Y]")
+    months = years.astype("datetime64[M]") + (f[..., 1] - 1).astype("timedelta64[M]")
+    days = months.astype("datetime64[D]") + (f[..., 2] - 1).astype("timedelta64[D]")
+    hours = days.astype("datetime64[h]") + f[..., 3].astype("timedelta64[h]")
+    return hours.astype("datetime64[ns]")
+
+
+def hours_since_epoch(times: np.ndarray) -> np.ndarray:
+    """Hours since 1970-01-01T00 as float64, same shape as ``times``."""
+    return (as_times(times) - _EPOCH) / _HOUR
+
+
+def year_progress(times: np.ndarray) -> np.ndarray:
+    r"""Fraction :math:`\tau \in [0, 1)` of the calendar year elapsed at ``times`` (leap-aware)."""
+    times = as_times(times)
+    start = times.astype("datetime64[Y]")
+    length = (start + np.timedelta64(1, "Y")).astype("datetime64[ns]") - start.astype(
+        "datetime64[ns]"
+    )
+    return (times - start.astype("datetime64[ns]")) / length
+
+
+def hour_of_day(times: np.ndarray) -> np.ndarray:
+    """UTC hour of day as float64 in ``[0, 24)``."""
+    times = as_times(times)
+    return (times - times.astype("datetime64[D]").astype("datetime64[ns]")) / _HOUR
+
+
+# --------------------------------------------------------------------------------------------
+# the world
+
+
+class SyntheticWorld:
+    r"""The synthetic latent world; see the module docstring for the model.
+
+    Arguments:
+        shape: state shape ``(C, H, W)``.
+        seed: seeds the channel amplitudes, phases and cross-channel correlation.
+        rho: anomaly correlation at a lag of one hour (``0 < rho < 1``).
+        length_scale: spatial length scale in grid cells, one value or ``(l_y, l_x)``.
+        smoothness: exponent :math:`\nu` of the spatial spectrum (larger is smoother).
+        channel_mixing: strength of the cross-channel correlation in ``[0, 1)`` (0: independent).
+        season_amplitude: range ``(lo, hi)`` of the seasonal amplitudes :math:`A_c`.
+        diurnal_amplitude: range ``(lo, hi)`` of the warm-spot amplitudes :math:`B_c`.
+        variance: total (climatological) variance of every channel.
+
+    Every quantity is a float64 numpy array or tensor; states are ``(n, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int] = DEFAULT_SHAPE,
+        *,
+        seed: int = 0,
+        rho: float = 0.9,
+        length_scale: float | Sequence[float] = 1.5,
+        smoothness: float = 2.0,
+        channel_mixing: float = 0.5,
+        season_amplitude: Sequence[float] = (0.6, 1.0),
+        diurnal_amplitude: Sequence[float] = (0.8, 1.4),
+        variance: float = 1.0,
+    ):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ConfigError(f"synthetic world: shape {shape} is not (C, H, W) with sizes >= 1")
+        if not 0 < rho < 1:
+            raise ConfigError(f"synthetic world: rho={rho} must lie in (0, 1)")
+        if not 0 <= channel_mixing < 1:
+            raise ConfigError(
+                f"synthetic world: channel_mixing={channel_mixing} must lie in [0, 1)"
+            )
+        if np.ndim(length_scale) == 0:
+            length_scale = (float(length_scale), float(length_scale))
+        self.shape = shape
+        self.seed = int(seed)
+        self.rho = float(rho)
+        self.length_scale = tuple(float(v) for v in length_scale)
+        self.smoothness = float(smoothness)
+        self.channel_mixing = float(channel_mixing)
+        self.season_range = tuple(float(v) for v in season_amplitude)
+        self.diurnal_range = tuple(float(v) for v in diurnal_amplitude)
+        self.variance = float(variance)
+
+        C, H, W = shape
+        rng = np.random.default_rng(self.seed)
+        self.season_amp = rng.uniform(*self.season_range, size=C)
+        self.season_phase = 0.55 + 0.05 * rng.standard_normal(C)  # peak in July in the north
+        self.diurnal_amp = rng.uniform(*self.diurnal_range, size=C)
+        mix = rng.standard_normal((C, C))
+        m = (1 - self.channel_mixing) * np.eye(C) + self.channel_mixing * mix @ mix.T / C
+        d = np.sqrt(np.diag(m))
+        self.channel_correlation = m / d[:, None] / d[None, :]
+
+        # grid: latitude of row centres (north to south), longitude of column centres (east)
+        self.lat = np.radians(90 - 180 * (np.arange(H) + 0.5) / H)
+        self.lon = 2 * np.pi * (np.arange(W) + 0.5) / W
+
+        # spatial spectrum on the periodic grid, normalised to unit pointwise variance
+        ky = 2 * np.pi * np.fft.fftfreq(H)[:, None]
+        kx = 2 * np.pi * np.fft.fftfreq(W)[None, :]
+        ly, lx = self.length_scale
+        spectrum = (1 + (ly * ky) ** 2 + (lx * kx) ** 2) ** (-self.smoothness)
+        self.spectrum = spectrum / spectrum.mean()  # (H, W)
+
+        # climatological channel mean and variance of the raw mean field, then anomaly std
+        self.offset = np.zeros(C)
+        mu, var = self._mean_climatology()
+        self.offset = mu
+        self.mean_variance = var
+        anomaly_var = self.variance - var
+        if np.any(anomaly_var < 0.2 * self.variance):
+            raise ConfigError(
+                f"synthetic world: season/diurnal amplitudes leave too little anomaly variance "
+                f"({anomaly_var.min():.3f} of {self.variance}); lower them"
+            )
+        self.channel_std = np.sqrt(anomaly_var)  # (C,)
+        self.channel_covariance = (
+            self.channel_std[:, None] * self.channel_correlation * self.channel_std[None, :]
+        )
+        values, vectors = np.linalg.eigh(self.channel_covariance)
+        self.channel_values = values  # (C,)
+        self.channel_vectors = vectors  # (C, C), columns are eigenvectors
+        self._device_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._blanket_cache: dict[tuple, tuple] = {}
+
+    # ---------------------------------------------------------------- description
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """JSON-able keyword arguments that rebuild this world exactly."""
+        return {
+            "shape": list(self.shape),
+            "seed": self.seed,
+            "rho": self.rho,
+            "length_scale": list(self.length_scale),
+            "smoothness": self.smoothness,
+            "channel_mixing": self.channel_mixing,
+            "season_amplitude": list(self.season_range),
+            "diurnal_amplitude": list(self.diurnal_range),
+            "variance": self.variance,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description: the model, its kwargs and its exact per-channel statistics."""
+        return {
+            "kind": "priorflow.synthetic.SyntheticWorld",
+            "model": "x = m(season, hour) + a; a Gaussian, AR(1) in time (rho per hour), "
+            "periodic smooth field in space, correlated across channels",
+            "kwargs": self.kwargs,
+            "anomaly_std": self.channel_std.tolist(),
+            "mean_variance": self.mean_variance.tolist(),
+            "lag1_correlation_per_hour": self.rho,
+        }
+
+    def fingerprint(self) -> np.ndarray:
+        """The world's defining numbers, concatenated (float64): identifies it in checkpoints."""
+        return np.concatenate(
+            [
+                self.channel_covariance.ravel(),
+                self.spectrum.ravel(),
+                self.season_amp,
+                self.season_phase,
+                self.diurnal_amp,
+                self.offset,
+                [self.rho],
+            ]
+        )
+
+    # ---------------------------------------------------------------- exact statistics
+
+    def _raw_mean(self, times: np.ndarray) -> np.ndarray:
+        tau = year_progress(times)[:, None, None, None]  # (n, 1, 1, 1)
+        hod = hour_of_day(times)[:, None, None]  # (n, 1, 1)
+        lat = self.lat[None, :, None]
+        lon = self.lon[None, None, :]
+        season = (
+            self.season_amp[None, :, None, None]
+            * np.sin(lat)[:, None]
+            * np.cos(2 * np.pi * (tau - self.season_phase[None, :, None, None]))
+        )
+        lon_sun = 2 * np.pi * (12 - hod) / 24
+        lat_sun = _DECLINATION * np.sin(2 * np.pi * (tau[:, 0] - _EQUINOX))
+        spot = np.exp(2.0 * (np.cos(lon - lon_sun) - 1)) * np.exp(
+            -((lat - lat_sun) ** 2) / (2 * math.radians(30) ** 2)
+        )  # (n, H, W)
+        return season + self.diurnal_amp[None, :, None, None] * spot[:, None]
+
+    def _mean_climatology(self) -> tuple[np.ndarray, np.ndarray]:
+        # every 7 hours over a non-leap year: 1252 times covering all hours of the day
+        times = np.datetime64("2001-01-01T00", "ns") + np.arange(0, 8760, 7) * _HOUR
+        total = np.zeros(self.shape[0])
+        square = np.zeros(self.shape[0])
+        for chunk in np.array_split(times, max(1, len(times) // 256)):
+            m = self._raw_mean(chunk)
+            total += m.sum(axis=(0, 2, 3))
+            square += (m**2).sum(axis=(0, 2, 3))
+        count = len(times) * self.shape[1] * self.shape[2]
+        mean = total / count
+        return mean, square / count - mean**2
+
+    def mean(self, times: Any) -> np.ndarray:
+        """Exact mean :math:`m(t)` at ``times`` (datetime64, shape ``(n,)``): ``(n, C, H, W)`` float64."""
+        times = as_times(times)
+        flat = times.reshape(-1)
+        m = self._raw_mean(flat) - self.offset[None, :, None, None]
+        return m.reshape(*times.shape, *self.shape)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Exact standard deviation of every element (stationary): ``(C, H, W)``."""
+        return np.broadcast_to(self.channel_std[:, None, None], self.shape).copy()
+
+    def lag_correlation(self, lag: Any, dt_hours: float = 1) -> np.ndarray | float:
+        r"""Exact correlation of an element with itself ``lag`` steps of ``dt_hours`` later:
+        :math:`\rho^{|lag|\,dt}` (the same for every element)."""
+        value = self.rho ** (np.abs(np.asarray(lag, dtype=np.float64)) * dt_hours)
+        return float(value) if np.ndim(value) == 0 else value
+
+    def temporal_correlation(self, times: Any) -> np.ndarray:
+        r"""``T`` with :math:`T_{ij} = \rho^{|t_i - t_j|}` for ``times`` of shape ``(K,)``: ``(K, K)``."""
+        h = hours_since_epoch(times).reshape(-1)
+        return self.rho ** np.abs(h[:, None] - h[None, :])
+
+    def spatial_covariance(self) -> np.ndarray:
+        """Dense unit-variance spatial covariance ``S`` of shape ``(H W, H W)`` (small worlds)."""
+        _, H, W = self.shape
+        eye = np.eye(H * W).reshape(H * W, H, W)
+        return np.fft.ifft2(np.fft.fft2(eye) * self.spectrum).real.reshape(H * W, H * W)
+
+    def state_covariance(self) -> np.ndarray:
+        r"""Dense covariance of one state, :math:`\Sigma_c \otimes S`: ``(C H W, C H W)``."""
+        return np.kron(self.channel_covariance, self.spatial_covariance())
+
+    def blanket_covariance(self, times: Any) -> np.ndarray:
+        r"""Dense covariance :math:`C_K = T \otimes \Sigma_c \otimes S` of the states at ``times``
+        (shape ``(K,)``), flattened in ``(K, C, H, W)`` order: ``(K C H W, K C H W)``.
+
+        Dense, so for small worlds only (tests); the denoiser never builds it.
+        """
+        size = len(as_times(times).reshape(-1)) * int(np.prod(self.shape))
+        if size > 8192:
+            raise ValueError(f"blanket_covariance: {size} x {size} is too large to build densely")
+        return np.kron(self.temporal_correlation(times), self.state_covariance())
+
+    # ---------------------------------------------------------------- tensors on a device
+
+    def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = str(device)
+        if key not in self._device_cache:
+            half = self.shape[2] // 2 + 1
+
+            def t(a: np.ndarray) -> torch.Tensor:
+                return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=device)
+
+            self._device_cache[key] = {
+                "V": t(self.channel_vectors),
+                "lam_c": t(self.channel_values),
+                "P": t(self.spectrum[:, :half]),  # rfft2 half-spectrum
+                "sqrt_c": t(
+                    self.channel_vectors
+                    @ np.diag(np.sqrt(np.clip(self.channel_values, 0, None)))
+                    @ self.channel_vectors.T
+                ),
+                "sqrt_P": t(np.sqrt(self.spectrum[:, :half])),
+            }
+        return self._device_cache[key]
+
+    def _spectral_filter(self, y: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        """Multiply the last two axes of ``y`` by ``gain`` in the (real) Fourier basis."""
+        _, H, W = self.shape
+        z = torch.fft.rfft2(y, norm="ortho")
+        return torch.fft.irfft2(z * gain, s=(H, W), norm="ortho")
+
+    def colour(self, white: torch.Tensor) -> torch.Tensor:
+        r"""Map white noise ``(n, C, H, W)`` to anomalies with covariance :math:`\Sigma_c \otimes S`
+        (applies the symmetric square root :math:`\Sigma_c^{1/2} \otimes S^{1/2}`), float64."""
+        k = self._tensors(white.device)
+        y = torch.einsum("cd,ndhw->nchw", k["sqrt_c"], white.to(torch.float64))
+        return self._spectral_filter(y, k["sqrt_P"])
+
+    # ---------------------------------------------------------------- sampling
+
+    def iter_sample(
+        self, times: Any, generator: torch.Generator | None = None, chunk: int = 744
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        r"""Draw a trajectory at increasing ``times`` (shape ``(T,)``) in blocks of ``chunk`` states.
+
+        Yields ``(offset, states)`` with ``states`` float32 of shape ``(<= chunk, C, H, W)``.
+        The anomalies follow the exact AR(1) recursion in whitened space,
+        :math:`w_0 \sim \mathcal N(0, I)`, :math:`w_i = r_i w_{i-1} + \sqrt{1 - r_i^2}\, z_i`,
+        :math:`r_i = \rho^{t_i - t_{i-1}}`, coloured by :math:`\Sigma_c^{1/2} \otimes S^{1/2}`.
+        One ``randn`` of shape ``(C, H, W)`` is drawn per state, so the result does not depend on
+        ``chunk``.
+        """
+        times = as_times(times).reshape(-1)
+        hours = hours_since_epoch(times)
+        if len(times) > 1 and np.any(np.diff(hours) <= 0):
+            raise ValueError("sample: times must be strictly increasing")
+        white = None
+        for offset in range(0, len(times), chunk):
+            block = slice(offset, min(offset + chunk, len(times)))
+            ws = []
+            for i in range(block.start, block.stop):
+                z = torch.randn(self.shape, generator=generator, dtype=torch.float64)
+                if white is None:
+                    white = z
+                else:
+                    r = self.rho ** (hours[i] - hours[i - 1])
+                    white = r * white + math.sqrt(1 - r * r) * z
+                ws.append(white)
+            anomalies = self.colour(torch.stack(ws)).numpy()
+            yield offset, (self.mean(times[block]) + anomalies).astype(np.float32)
+
+    def sample(self, times: Any, generator: torch.Generator | None = None) -> np.ndarray:
+        """A trajectory at ``times`` (shape ``(T,)``): float32 ``(T, C, H, W)``; see :meth:`iter_sample`."""
+        blocks = [states for _, states in self.iter_sample(times, generator)]
+        if not blocks:
+            return np.zeros((0, *self.shape), dtype=np.float32)
+        return np.concatenate(blocks)
+
+    # ---------------------------------------------------------------- the exact denoiser
+
+    def _blanket_terms(
+        self, dates: torch.Tensor | np.ndarray, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean ``(n, K, C, H, W)``, eigenvalues ``(n, K)`` and eigenvectors ``(n, K, K)`` of ``T``."""
+        if isinstance(dates, torch.Tensor):
+            times = fields_to_times(dates)
+        else:
+            dates = np.asarray(dates)
+            times = as_times(dates) if dates.dtype.kind == "M" else fields_to_times(dates)
+        key = (times.tobytes(), times.shape, str(device))
+        if key in self._blanket_cache:
+            return self._blanket_cache[key]
+        mean = torch.as_tensor(self.mean(times), dtype=torch.float64).to(device)
+        hours = hours_since_epoch(times)
+        pattern, inverse = np.unique(hours - hours[:, :1], axis=0, return_inverse=True)
+        lags = np.abs(pattern[:, :, None] - pattern[:, None, :])
+        values, vectors = torch.linalg.eigh(torch.as_tensor(self.rho**lags, dtype=torch.float64))
+        inverse = torch.as_tensor(inverse.reshape(-1))
+        terms = (mean, values[inverse].to(device), vectors[inverse].to(device))
+        if len(self._blanket_cache) >= _CACHE_SIZE:
+            self._blanket_cache.pop(next(iter(self._blanket_cache)))
+        self._blanket_cache[key] = terms
+        return terms
+
+    def posterior_mean(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, dates: torch.Tensor | np.ndarray
+    ) -> torch.Tensor:
+        r"""Exact denoiser :math:`E[x \mid x_\sigma]` for blankets.
+
+        Arguments:
+            x: noisy blankets :math:`x_\sigma`, ``(n, K, C, H, W)``.
+            sigma: noise levels, ``(n,)`` or a scalar.
+            dates: ``(n, K, 4)`` ``(year, month, day, hour)`` fields, or ``datetime64`` ``(n, K)``.
+
+        Returns:
+            :math:`m + U \operatorname{diag}(\lambda / (\lambda + \sigma^2)) U^\top (x - m)`,
+            float64 ``(n, K, C, H, W)`` on ``x``'s device.
+        """
+        if tuple(x.shape[2:]) != self.shape or x.dim() != 5:
+            raise ValueError(
+                f"exact denoiser: blankets of shape {tuple(x.shape)} do not match "
+                f"(n, K, *{self.shape})"
+            )
+        x = x.to(torch.float64)
+        n = x.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(n)
+        mean, lam_t, U = self._blanket_terms(dates, x.device)
+        k = self._tensors(x.device)
+        lam = (
+            lam_t[:, :, None, None, None]
+            * k["lam_c"][None, None, :, None, None]
+            * k["P"][None, None, None]
+        )
+        gain = lam / (lam + sigma.reshape(-1, 1, 1, 1, 1) ** 2)
+        y = torch.einsum("nkj,nkchw->njchw", U, x - mean)
+        y = torch.einsum("cd,njchw->njdhw", k["V"], y)
+        y = self._spectral_filter(y, gain)
+        y = torch.einsum("cd,njdhw->njchw", k["V"], y)
+        y = torch.einsum("nkj,njchw->nkchw", U, y)
+        return mean + y
+
+
+# --------------------------------------------------------------------------------------------
+# the exact backbone and model directory
+
+
+class ExactBackbone(nn.Module):
+    r"""A backbone ``F`` that makes :class:`~priorflow.denoiser.PreconditionedDenoiser` exact.
+
+    Given :math:`c_{in} x_\sigma`, :math:`c_{noise} = 10 \log\sigma` and the dates, it returns
+    :math:`F = (E[x \mid x_\sigma] - c_{skip} x_\sigma) / c_{out}`, computed in float64 (returned as
+    float32), so that :math:`c_{skip} x_\sigma + c_{out} F` is the posterior mean.
+
+    Its state dict holds one buffer, ``world_fingerprint`` (the world's defining numbers): loading
+    a checkpoint written for another world (other seed or kwargs) fails.
+    """
+
+    def __init__(self, **world_kwargs: Any):
+        super().__init__()
+        self.world = SyntheticWorld(**world_kwargs)
+        self.register_buffer(
+            "world_fingerprint", torch.as_tensor(self.world.fingerprint(), dtype=torch.float64)
+        )
+        self.register_load_state_dict_post_hook(_check_fingerprint)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
+        """``(n, K, C, H, W)``, ``(n,)``, ``(n, K, 4)`` -> ``(n, K, C, H, W)`` float32."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            n = x.shape[0]
+            c_noise = torch.as_tensor(c_noise, device=x.device).to(torch.float64).expand(n)
+            sigma = torch.exp(c_noise / 10)
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            s2 = (sigma**2).reshape(shape)
+            x_sigma = x.to(torch.float64) * torch.sqrt(s2 + 1)
+            d = self.world.posterior_mean(x_sigma, sigma, dates)
+            c_out = sigma.reshape(shape) / torch.sqrt(s2 + 1)
+            return ((d - x_sigma / (s2 + 1)) / c_out).to(torch.float32)
+
+
+def _check_fingerprint(module: ExactBackbone, incompatible: Any) -> None:
+    expected = torch.as_tensor(module.world.fingerprint(), dtype=torch.float64)
+    loaded = module.world_fingerprint.detach().cpu()
+    if loaded.shape != expected.shape or not torch.allclose(loaded, expected, rtol=1e-9):
+        raise RuntimeError(
+            "exact backbone: the checkpoint was written for a different synthetic world "
+            "(its world_fingerprint differs); use the card kwargs it was written with"
+        )
+
+
+def exact_backbone(state_shape: Sequence[int] | None = None, **kwargs: Any) -> ExactBackbone:
+    """Card target ``priorflow.synthetic:exact_backbone``: the exact backbone of the world
+    ``SyntheticWorld(state_shape, **kwargs)``.
+
+    ``state_shape`` (the card's, passed by :func:`priorflow.model.build_backbone`) is the world's
+    ``shape``; giving both, they must agree. A shape that is not ``(C, H, W)`` raises
+    :class:`~priorflow.errors.ConfigError`.
+    """
+    shape = kwargs.pop("shape", None)
+    if shape is not None and state_shape is not None and tuple(shape) != tuple(state_shape):
+        raise ConfigError(
+            f"exact backbone: shape {tuple(shape)} differs from state_shape {tuple(state_shape)}"
+        )
+    shape = state_shape if state_shape is not None else shape
+    return ExactBackbone(shape=tuple(shape) if shape is not None else DEFAULT_SHAPE, **kwargs)
+
+
+def write_exact_model(
+    directory: str | os.PathLike,
+    blanket_size: int = 8,
+    dt_hours: int = 1,
+    *,
+    denoising_steps: int = 64,
+    schedule: dict[str, Any] | None = None,
+    archive: str | None = None,
+    overwrite: bool = False,
+    **world_kwargs: Any,
+) -> Path:
+    """Write a model directory for the exact denoiser of ``SyntheticWorld(**world_kwargs)``.
+
+    Writes ``card.yaml`` (target ``priorflow.synthetic:exact_backbone``, the world's kwargs) and
+    ``model_best.pt`` / ``model_last.pt`` (identical state dicts holding the world fingerprint),
+    atomically: into a temporary directory next to ``directory``, then renamed. Returns the path.
+    Raises :class:`ModelError` if ``directory`` exists and is not empty, unless ``overwrite``.
+    """
+    from priorflow.model import CHECKPOINTS, ModelCard, write_card
+
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise ModelError(
+            f"model: {directory} already exists and is not empty; choose another directory "
+            "or pass overwrite=True"
+        )
+    backbone = exact_backbone(**world_kwargs)
+    world = backbone.world
+    kwargs = {k: v for k, v in world.kwargs.items() if k != "shape"}
+    card = ModelCard(
+        backbone={"target": "priorflow.synthetic:exact_backbone", "kwargs": kwargs},
+        blanket_size=blanket_size,
+        dt_hours=dt_hours,
+        state_shape=world.shape,
+        schedule=schedule or {},
+        denoising_steps=denoising_steps,
+        precision="float32",
+        archive=archive,
+        metadata={
+            "kind": "exact",
+            "description": "exact Gaussian posterior mean of the synthetic world (not trained)",
+            "world": world.describe(),
+        },
+    )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write_card(tmp, card)
+        state = backbone.state_dict()
+        for name in CHECKPOINTS.values():
+            torch.save(state, tmp / name)
+        _replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` directory to ``final``, replacing what is there."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+def default_world(seed: int = 0, **kwargs: Any) -> SyntheticWorld:
+    """The embedded default world, ``SyntheticWorld((4, 16, 32), seed=seed, **kwargs)``."""
+    return SyntheticWorld(kwargs.pop("shape", DEFAULT_SHAPE), seed=seed, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_SHAPE",
+    "ExactBackbone",
+    "SyntheticWorld",
+    "default_world",
+    "exact_backbone",
+    "fields_to_times",
+    "write_exact_model",
+]
