@@ -1,0 +1,40 @@
+# priorflow: the two commands a new machine needs are `make demo` and `make test`.
+# Both set up .venv on first use. GPU users: install your own torch build into .venv first
+# (or set TORCH=...); an importable torch is kept as it is.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+TORCH   ?= torch==2.13.0
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.priorflow-installed
+
+.PHONY: setup demo test lint format bench clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup  ## run the embedded default end to end (builds the synthetic archive if missing)
+	$(VENV)/bin/priorflow run configs/demo.yaml
+
+test: setup  ## the whole test suite (CI runs exactly this)
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup  ## speed ratios, measured side by side in one run
+	$(PY) benchmarks/bench_blanket.py
+
+clean-runs:
+	rm -rf runs
