@@ -1,0 +1,55 @@
+"""``priorflow plan CONFIG [--set key=value ...]``: the dry run of a run config.
+
+Prints the sizes, padded lengths, blankets, jobs and resources of the run; writes nothing and
+submits nothing. The archive's dates are checked when the archive exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def plan(
+    config: Path = typer.Argument(..., help="Run config (YAML)."),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a config key: --set diffusion.num_steps=32 (repeatable; YAML values).",
+    ),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="Name of the run (default: from config)."
+    ),
+) -> None:
+    """Show what a run config would do: sizes, padded lengths, blankets, jobs, resources."""
+    from priorflow.config import load_config
+    from priorflow.model import read_card
+    from priorflow.plan import format_plan, make_plan, resolve_archive_path
+
+    items = list(overrides) + ([f"run_id={run_id}"] if run_id else [])
+    run_config = load_config(config, items)
+    card = read_card(run_config.model_path)
+    archive = None
+    archive_path = resolve_archive_path(run_config, card)
+    note = "none (dates not checked)"
+    if archive_path is not None:
+        if Path(archive_path).exists():
+            from priorflow.archive import open_archive
+
+            archive = open_archive(archive_path)
+            note = f"{archive_path} (dates checked)"
+        else:
+            note = f"{archive_path} (not built yet; dates not checked)"
+    run_plan = make_plan(run_config, card, archive)
+    typer.echo(format_plan(run_plan))
+    typer.echo(f"archive    {note}")
+    if not run_config.run_dir.exists():
+        typer.echo("store      not created (plan writes nothing)")
+    else:
+        typer.echo(f"store      {run_config.run_dir} exists: running it resumes that run")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``priorflow plan`` to the app."""
+    app.command("plan")(plan)

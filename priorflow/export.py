@@ -1,0 +1,106 @@
+"""Export a finished run to the original script's layout, for existing evaluation scripts.
+
+For every trajectory size (store group, e.g. ``72h``) two files in ``<out>/<group>/``:
+
+- ``trajectories.pt``: float32 tensor ``(dates, members, T0, *state_shape)``;
+- ``timestamps.pt``: long tensor ``(dates, members, T0, 4)`` (year, month, day, hour).
+
+Both load with ``torch.load(path, weights_only=True)``. Dates and members are in the store's
+order (the config's ``start_dates``; members 0..M-1). Only complete sizes are exported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from priorflow.errors import ConfigError
+from priorflow.store import (
+    MARKS_DIR,
+    StoreError,
+    member_names,
+    read_store_attrs,
+    resolve_group,
+    store_path,
+)
+
+__all__ = ["FORMATS", "export_pt"]
+
+FORMATS = ("pt",)
+TRAJECTORIES = "trajectories.pt"
+TIMESTAMPS = "timestamps.pt"
+
+
+def export_pt(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    size: int | str | None = None,
+) -> list[Path]:
+    """Write ``trajectories.pt`` and ``timestamps.pt`` per trajectory size.
+
+    Arguments:
+        run_dir: the run directory (``<output_dir>/<run_id>``).
+        out: where to write (default ``<run_dir>/export``); each size goes to ``<out>/<group>/``.
+        size: one size only (``72`` or ``"72h"``); default every size.
+
+    Returns:
+        The written files, trajectories then timestamps, size by size.
+
+    Raises:
+        StoreError: the run does not exist or a size has members that are not done (named).
+        ConfigError: ``size`` is not a size of this run.
+    """
+    import torch
+    import zarr
+
+    run_dir = Path(run_dir)
+    store = store_path(run_dir)
+    if not (store / "zarr.json").exists():
+        raise StoreError(f"run: {run_dir} has no {store.name} — give a run directory")
+    attrs = read_store_attrs(store)
+    schema = attrs["priorflow_schema"]
+    groups = [resolve_group(attrs, size)[0]] if size is not None else list(schema["groups"])
+    out = Path(out) if out is not None else run_dir / "export"
+    written: list[Path] = []
+    for group in groups:
+        names = member_names(schema, group)
+        missing = [
+            name
+            for row in names
+            for name in row
+            if not (run_dir / MARKS_DIR / group / f"{name}.json").exists()
+        ]
+        if missing:
+            raise StoreError(
+                f"{group}: {len(missing)} members are not done ({missing[0]}...) — finish the run"
+                " (run it again with the same run_id) before exporting"
+            )
+        node = zarr.open_group(str(store), path=group, mode="r")
+        latent = node["latent"]
+        D, M = latent.shape[:2]
+        trajectories = torch.empty(tuple(latent.shape), dtype=torch.float32)
+        for d in range(D):
+            for m in range(M):  # one member at a time: no second full copy in memory
+                trajectories[d, m] = torch.from_numpy(np.asarray(latent[d, m], dtype=np.float32))
+        stamps = torch.from_numpy(np.asarray(node["timestamps"][...], dtype=np.int64))
+        timestamps = stamps[:, None].expand(D, M, *stamps.shape[1:]).contiguous()
+        folder = out / group
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, tensor in ((TRAJECTORIES, trajectories), (TIMESTAMPS, timestamps)):
+            path = folder / name
+            tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+            torch.save(tensor, tmp)
+            os.replace(tmp, path)
+            written.append(path)
+    return written
+
+
+def check_format(fmt: str) -> str:
+    """Validate an export format name."""
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"--format: {fmt!r} is not an export format — choose {', '.join(FORMATS)}"
+        )
+    return fmt
