@@ -225,23 +225,23 @@ def resolve_target(target: str) -> Callable[..., nn.Module]:
 
 
 def _accepts(factory: Callable[..., Any], name: str) -> bool:
-    """Whether ``factory`` takes a keyword ``name`` (explicitly or through ``**kwargs``)."""
+    """Whether ``factory`` names a keyword parameter ``name`` (``**kwargs`` does not count)."""
     try:
-        parameters = inspect.signature(factory).parameters.values()
+        parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return any(
-        (p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-        or p.kind == p.VAR_KEYWORD
-        for p in parameters
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        parameter.POSITIONAL_OR_KEYWORD,
+        parameter.KEYWORD_ONLY,
     )
 
 
 def build_backbone(card: ModelCard) -> nn.Module:
     """Build the (untrained) backbone named by ``card.backbone``.
 
-    ``card.state_shape`` is passed as the keyword ``state_shape`` when the callable takes it
-    and the card's ``backbone.kwargs`` do not set it (if they do, the two must agree). The
+    ``card.state_shape`` is passed as the keyword ``state_shape`` when the callable names that
+    parameter and the card's ``backbone.kwargs`` do not set it (if they do, the two must agree). The
     backbone validates the shape at construction; a rejection is a one-line ``ModelError``.
     """
     target = card.backbone.target
@@ -304,7 +304,12 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        what = f" ({found.group(1)})" if found else ""
+        if found is None:
+            raise ModelError(
+                f"checkpoint {file}: not a readable torch checkpoint (it does not unpickle as"
+                " tensors); re-save it with torch.save(backbone.state_dict(), path)"
+            ) from None
+        what = f" ({found.group(1)})"
         raise ModelError(
             f"checkpoint {file}: refused, it holds pickled Python objects{what} and no code may"
             " run from a checkpoint; save a plain state dict: torch.save(backbone.state_dict(),"
