@@ -449,7 +449,8 @@ class SyntheticWorld:
     def _blanket_terms(
         self, dates: torch.Tensor | np.ndarray, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean ``(n, K, C, H, W)``, eigenvalues ``(n, K)`` and eigenvectors ``(n, K, K)`` of ``T``."""
+        r"""Mean ``(n, K, C, H, W)``, eigenvalues ``(n, K C)`` and eigenvectors ``(n, K C, K C)``
+        of :math:`T \otimes \Sigma_c` for the blankets at ``dates`` (cached by dates)."""
         if isinstance(dates, torch.Tensor):
             times = fields_to_times(dates)
         else:
@@ -462,9 +463,15 @@ class SyntheticWorld:
         hours = hours_since_epoch(times)
         pattern, inverse = np.unique(hours - hours[:, :1], axis=0, return_inverse=True)
         lags = np.abs(pattern[:, :, None] - pattern[:, None, :])
-        values, vectors = torch.linalg.eigh(torch.as_tensor(self.rho**lags, dtype=torch.float64))
+        lam_t, U = torch.linalg.eigh(torch.as_tensor(self.rho**lags, dtype=torch.float64))
+        V = torch.as_tensor(self.channel_vectors)
+        lam_c = torch.as_tensor(self.channel_values)
+        p, K = lam_t.shape
+        C = len(lam_c)
+        Q = torch.einsum("pkj,cd->pkcjd", U, V).reshape(p, K * C, K * C)  # U kron V
+        lam = (lam_t[:, :, None] * lam_c[None, None, :]).reshape(p, K * C)
         inverse = torch.as_tensor(inverse.reshape(-1))
-        terms = (mean, values[inverse].to(device), vectors[inverse].to(device))
+        terms = (mean, lam[inverse].to(device), Q[inverse].contiguous().to(device))
         if len(self._blanket_cache) >= _CACHE_SIZE:
             self._blanket_cache.pop(next(iter(self._blanket_cache)))
         self._blanket_cache[key] = terms
@@ -482,7 +489,9 @@ class SyntheticWorld:
 
         Returns:
             :math:`m + U \operatorname{diag}(\lambda / (\lambda + \sigma^2)) U^\top (x - m)`,
-            float64 ``(n, K, C, H, W)`` on ``x``'s device.
+            float64 ``(n, K, C, H, W)`` on ``x``'s device: ``U`` is (eigenvectors of ``T``)
+            kron (of :math:`\Sigma_c`), applied as one batched matrix product, times the
+            Fourier modes, applied as an FFT pair.
         """
         if tuple(x.shape[2:]) != self.shape or x.dim() != 5:
             raise ValueError(
@@ -490,22 +499,16 @@ class SyntheticWorld:
                 f"(n, K, *{self.shape})"
             )
         x = x.to(torch.float64)
-        n = x.shape[0]
+        n, K, C, H, W = x.shape
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(n)
-        mean, lam_t, U = self._blanket_terms(dates, x.device)
-        k = self._tensors(x.device)
-        lam = (
-            lam_t[:, :, None, None, None]
-            * k["lam_c"][None, None, :, None, None]
-            * k["P"][None, None, None]
-        )
-        gain = lam / (lam + sigma.reshape(-1, 1, 1, 1, 1) ** 2)
-        y = torch.einsum("nkj,nkchw->njchw", U, x - mean)
-        y = torch.einsum("cd,njchw->njdhw", k["V"], y)
-        y = self._spectral_filter(y, gain)
-        y = torch.einsum("cd,njdhw->njchw", k["V"], y)
-        y = torch.einsum("nkj,njchw->nkchw", U, y)
-        return mean + y
+        mean, lam_tc, Q = self._blanket_terms(dates, x.device)
+        spectrum = self._tensors(x.device)["P"]
+        lam = lam_tc[:, :, None, None] * spectrum
+        gain = lam / (lam + sigma.reshape(-1, 1, 1, 1) ** 2)  # (n, K C, H, W // 2 + 1)
+        y = torch.bmm(Q.transpose(1, 2), (x - mean).reshape(n, K * C, H * W))
+        y = self._spectral_filter(y.reshape(n, K * C, H, W), gain)
+        y = torch.bmm(Q, y.reshape(n, K * C, H * W))
+        return mean + y.reshape(n, K, C, H, W)
 
 
 # --------------------------------------------------------------------------------------------
