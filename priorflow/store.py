@@ -422,8 +422,8 @@ def _check_existing(store: Path, plan: RunPlan, provenance: dict[str, Any]) -> N
     import zarr
 
     attrs = read_store_attrs(store)
-    old = {**attrs["priorflow_schema"], **attrs.get("priorflow_settings", {})}
-    new = {**_json(_schema(plan)), **_settings(plan, provenance)}
+    old = {**attrs.get("priorflow_settings", {}), **attrs["priorflow_schema"]}
+    new = {**_settings(plan, provenance), **_json(_schema(plan))}  # settings first: clearer
     same_checkpoint = old.get("checkpoint_sha256") and new.get("checkpoint_sha256")
     for key, value in new.items():
         if key == "checkpoint_sha256" and not same_checkpoint:
@@ -469,13 +469,14 @@ def _digest(array: np.ndarray) -> str:
 
 def _member_stats(array: np.ndarray) -> dict[str, Any]:
     values = array.astype(np.float64)
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "finite": bool(np.isfinite(values).all()),
-    }
+    with np.errstate(invalid="ignore", over="ignore"):
+        return {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "finite": bool(np.isfinite(values).all()),
+        }
 
 
 def write_member(
