@@ -1,0 +1,145 @@
+"""The prior-generation flow: one Prefect task per (trajectory size, start date, member).
+
+``generate_priors(config_path, overrides, run_id)`` (flow ``prior-generation``):
+
+1. validates the config, model card, checkpoint and archive and plans the run
+   (:func:`flows.prepare.prepare_run`; a user error fails the flow with its one-line message);
+2. creates the store schema-first (or checks the existing one when a run_id is resumed), with the
+   flow run id in its provenance;
+3. builds the Dask task runner from ``hardware`` (:mod:`flows.runner`) and submits every job
+   that has no done mark at once, each under ``dask.annotate(resources={"GPU": n})``;
+4. waits for all of them, recording the jobs that failed (a task's exception after its retries,
+   or a Dask error such as ``KilledWorker``, which Prefect does not turn into a task state);
+5. aggregates every complete trajectory size (:mod:`tasks.aggregate`: table, report and link
+   artifacts);
+6. ends Failed, naming the missing members, if any member has no done mark; else returns the run
+   directory.
+
+A rerun with the same ``run_id`` resumes: done members are not submitted again, and a finished
+run is left byte-identical (aggregation writes nothing when the marks have not changed).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import dask
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.prepare import prepare_run
+from flows.runner import job_resources, make_task_runner, use_task_runner
+from tasks.aggregate import aggregate_size
+from tasks.generate import GenerationSettings, generate_member
+
+FLOW_NAME = "prior-generation"
+SHOWN_NAMES = 20
+
+
+class MissingMembersError(RuntimeError):
+    """A run ended with members that have no done mark (named in the message)."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {text}"
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+
+
+@flow(name=FLOW_NAME, persist_result=False)
+def generate_priors(
+    config_path: str, overrides: list[str] | None = None, run_id: str | None = None
+) -> str:
+    """Generate the prior trajectories of a run config into its zarr store.
+
+    Arguments:
+        config_path: the run config (YAML).
+        overrides: ``key=value`` items, as ``priorflow run --set`` (e.g.
+            ``["diffusion.num_steps=32"]``).
+        run_id: the run's name (default: the config's ``run_id``, else a new timestamped one);
+            reuse one to resume that run.
+
+    Returns:
+        The run directory ``<output_dir>/<run_id>`` (``prior.zarr``, ``config.yaml``).
+    """
+    from priorflow.store import create_store, missing_jobs, run_provenance
+
+    logger = get_run_logger()
+    began = datetime.now(UTC)
+    prepared = prepare_run(config_path, overrides, run_id)
+    plan = prepared.plan
+    run_dir = str(plan.run_dir)
+    checkpoint = SimpleNamespace(checkpoint=prepared.checkpoint, checkpoint_sha256=None)
+    from priorflow.model import file_sha256
+
+    checkpoint.checkpoint_sha256 = file_sha256(prepared.checkpoint)
+    provenance = run_provenance(checkpoint, flow_run_id=flow_run.id, start_time=began)
+    store = create_store(run_dir, plan, prepared.config, prepared.card, provenance)
+    logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
+
+    pending = missing_jobs(run_dir, plan)
+    failed: dict[str, str] = {}
+    if pending:
+        logger.info(
+            f"{plan.num_jobs - len(pending)} of {plan.num_jobs} members already done;"
+            f" submitting {len(pending)}"
+        )
+        backend = plan.backend
+        hardware = prepared.config.hardware
+        n_gpus = None
+        if backend == "local":
+            from flows.runner import cuda_gpu_count
+
+            n_gpus = cuda_gpu_count()
+        runner = make_task_runner(
+            backend,
+            gpus_per_job=max(job.gpus for job in pending),
+            address=hardware.address,
+            n_gpus=n_gpus,
+        )
+        settings = GenerationSettings.from_plan(plan)
+        with use_task_runner(runner):
+            futures = {}
+            for job in pending:
+                with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
+                    futures[job.name] = generate_member.submit(job, run_dir, settings)
+            for name, future in futures.items():
+                try:
+                    future.result()
+                except Exception as error:  # task failure or a Dask error (KilledWorker...)
+                    failed[name] = _one_line(error)
+                    logger.error(f"{name} failed: {failed[name]}")
+    else:
+        logger.info(f"all {plan.num_jobs} members already done; nothing to generate")
+
+    missing = {job.name for job in missing_jobs(run_dir, plan)}
+    aggregates = {
+        size.group: aggregate_size.submit(run_dir, size.group)
+        for size in plan.sizes
+        if not any(job.name in missing for job in size.jobs)
+    }
+    for group, future in aggregates.items():
+        try:
+            future.result()
+        except Exception as error:
+            failed[f"aggregate-{group}"] = _one_line(error)
+            logger.error(f"aggregation of {group} failed: {failed[f'aggregate-{group}']}")
+
+    missing_names = [job.name for job in plan.jobs if job.name in missing]
+    if missing_names:
+        first = next((failed[n] for n in missing_names if n in failed), None)
+        cause = f" (first error: {first})" if first else ""
+        raise MissingMembersError(
+            f"run {plan.run_id}: {len(missing_names)} of {plan.num_jobs} members missing:"
+            f" {_names(missing_names)}{cause}; run again with run_id {plan.run_id} to resume"
+        )
+    if failed:
+        raise MissingMembersError(
+            f"run {plan.run_id}: {_names(sorted(failed))} failed: {next(iter(failed.values()))}"
+        )
+    return run_dir
