@@ -1,0 +1,117 @@
+"""``priorflow plan`` as a user runs it: a subprocess on the example config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._runs import CONFIGS, ORIGINAL_EXAMPLE, make_card, write_config, write_model_dir
+
+PRIORFLOW = str(Path(sys.executable).parent / "priorflow")
+
+
+def plan(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PRIORFLOW, "plan", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("model"), make_card(archive=None))
+
+
+def test_plan_of_the_example(model: Path, tmp_path: Path):
+    before = sorted(tmp_path.rglob("*"))
+    result = plan(
+        str(CONFIGS / "example.yaml"),
+        "--set",
+        f"model_path={model}",
+        "--set",
+        f"output_dir={tmp_path / 'runs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    row = next(line for line in out.splitlines() if line.strip().startswith("72h"))
+    assert row.split() == ["72h", "72", "72", "17", "4", "4", "1"]  # T0, T_pad, N, S, jobs, gpus
+    assert "4 generation + 1 aggregation" in out
+    assert "backend slurm" in out
+    assert "cpus 8, ram 64GB, time 6:00:00, partition gpu, gpus 1" in out
+    assert "lms (order=3), 64 steps, float16, overlap O=4" in out
+    assert "dates      2: 2000-04-03T00, 2000-04-20T12" in out
+    assert "store      not created" in out
+    assert sorted(tmp_path.rglob("*")) == before  # wrote nothing
+
+
+def test_plan_with_sizes_and_auto_gpus(model: Path, tmp_path: Path):
+    result = plan(
+        str(CONFIGS / "example.yaml"),
+        "--set", f"model_path={model}",
+        "--set", "trajectory_sizes=24-26",
+        "--set", "hardware.gen.gpus=auto",
+        "--set", "hardware.gen.blankets_per_gpu=4",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [
+        line.split()
+        for line in result.stdout.splitlines()
+        if line.strip()[:3] in ("24h", "25h", "26h")
+    ]
+    assert rows == [
+        ["24h", "24", "24", "5", "4", "4", "2"],
+        ["25h", "25", "28", "6", "4", "4", "2"],
+        ["26h", "26", "28", "6", "4", "4", "2"],
+    ]
+
+
+def test_plan_notes_an_archive_not_built_yet(model: Path, tmp_path: Path):
+    result = plan(
+        str(CONFIGS / "demo.yaml"),
+        "--set",
+        f"model_path={model}",
+        "--set",
+        "archive=none.zarr",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"archive    {tmp_path / 'none.zarr'} (not built yet; dates not checked)" in result.stdout
+    )
+    assert "backend local" in result.stdout
+
+
+ERRORS = [
+    # (config text or None for the example, extra args, the error line's start)
+    (ORIGINAL_EXAMPLE.replace('"6:00:00"', "6:00"), [], "error: hardware.gen.time: got the number 360"),
+    (None, ["--set", "hardware.gen.tme=1"], "error: --set hardware.gen.tme: unknown key"),
+    (None, ["--set", "blanket_overlap=8"], "error: blanket_overlap: 8 must be smaller than the model's blanket_size 8"),
+    (None, ["--set", "precision=float64"], "error: precision: 'float64' — choose one of"),
+    ("model_path: [oops\n", [], "error: config: "),
+    ("- a\n- b\n", [], "error: config: "),
+    (None, ["--set", "model_path=/no/such/model"], "error: model_path: '/no/such/model' does not exist"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "args", "start"), ERRORS)
+def test_errors_exit_2_with_one_line(model: Path, tmp_path: Path, text, args, start):
+    config = write_config(tmp_path / "run.yaml", text if text is not None else ORIGINAL_EXAMPLE)
+    result = plan(str(config), "--set", f"model_path={model}", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path):
+    result = plan(str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: config: {tmp_path / 'nope.yaml'} does not exist — give the path of a run config YAML"
+    )
