@@ -1,7 +1,8 @@
 """``priorflow plan CONFIG [--set key=value ...]``: the dry run of a run config.
 
 Prints the sizes, padded lengths, blankets, jobs and resources of the run; writes nothing and
-submits nothing. The archive's dates are checked when the archive exists.
+submits nothing. The archive's dates are checked when the archive exists. For the local backend, the GPUs per job
+are capped by the GPUs this machine has (0 on a CPU-only machine), as ``priorflow run`` does.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def plan(
             note = f"{archive_path} (dates checked)"
         else:
             note = f"{archive_path} (not built yet; dates not checked)"
-    run_plan = make_plan(run_config, card, archive)
+    gpus_available = None
+    if run_config.hardware.backend == "local":  # as the run will: this machine's GPUs
+        import torch
+
+        gpus_available = torch.cuda.device_count()
+    run_plan = make_plan(run_config, card, archive, gpus_available=gpus_available)
     typer.echo(format_plan(run_plan))
     typer.echo(f"archive    {note}")
     if not run_config.run_dir.exists():
