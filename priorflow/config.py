@@ -32,6 +32,7 @@ Example (the original documentation's, which validates unchanged)::
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -64,6 +65,7 @@ __all__ = [
     "Resources",
     "RunConfig",
     "SamplerSettings",
+    "config_from_mapping",
     "load_config",
     "make_run_id",
     "parse_overrides",
@@ -692,7 +694,8 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     """Read a run config YAML, apply ``--set`` overrides, validate.
 
     Arguments:
-        path: the YAML file (``yaml.safe_load`` semantics; a key given twice is an error).
+        path: the YAML file (``yaml.safe_load`` semantics, but a key given twice is an error and
+            unquoted dates stay text).
         overrides: ``"key.sub=value"`` items (:func:`parse_overrides`), applied in order.
 
     Relative paths in the file are resolved against the file's directory; relative paths given
@@ -706,7 +709,30 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     path = Path(path).expanduser()
     changes = parse_overrides(overrides)
     data = _read_yaml(path)
-    base = path.resolve().parent
+    return _build(data, changes, path.resolve().parent)
+
+
+def config_from_mapping(
+    data: dict[str, Any],
+    overrides: Iterable[str] = (),
+    base_dir: str | os.PathLike[str] | None = None,
+) -> RunConfig:
+    """Validate a config given as a mapping (a deployment's or the Prefect UI's parameters).
+
+    The same rules as :func:`load_config`; relative paths in ``data`` are resolved against
+    ``base_dir`` (default: the current working directory).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config: {_show(data)} — it must be a mapping of keys (model_path: ..., ...)"
+        )
+    changes = parse_overrides(overrides)
+    return _build(copy.deepcopy(data), changes, Path(base_dir or Path.cwd()).resolve())
+
+
+def _build(
+    data: dict[str, Any], changes: list[tuple[tuple[str, ...], Any]], base: Path
+) -> RunConfig:
     for key in PATH_KEYS:
         if key in data:
             data[key] = _resolve_path(data[key], base)

@@ -290,3 +290,18 @@ def test_config_is_strict_in_python_too():
             {"model_path": "m", "trajectory_sizes": "72", "start_dates": ["2000-01-01"],
              "blanket_overlap": 0, "oops": 1}
         )  # fmt: skip
+
+
+def test_config_from_a_mapping_follows_the_same_rules(example: Path, tmp_path: Path):
+    from priorflow.config import config_from_mapping
+
+    data = yaml.safe_load(ORIGINAL_EXAMPLE.replace("/path/to/model", "models/m"))
+    config = config_from_mapping(data, ["seed=3", "run_id=x"], base_dir=tmp_path)
+    assert config.model_path == str(tmp_path / "models" / "m") and config.seed == 3
+    assert data["model_path"] == "models/m"  # the caller's mapping is not changed
+    from_file = load_config(example, ["seed=3", "run_id=x", f"model_path={tmp_path / 'models/m'}"])
+    assert config.model_dump() == from_file.model_dump()
+    with pytest.raises(ConfigError, match=r"^hardware.gen.time: got the number 360"):
+        config_from_mapping(data | {"hardware": {"gen": {"time": 360}}})
+    with pytest.raises(ConfigError, match="^config: .* must be a mapping"):
+        config_from_mapping(["model_path"])  # type: ignore[arg-type]
