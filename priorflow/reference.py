@@ -48,7 +48,8 @@ def date_features(dates: torch.Tensor, harmonics: int = 1) -> torch.Tensor:
         harmonics: number of harmonics of each cycle.
 
     Returns:
-        float32 tensor ``(*, 4 harmonics)``.
+        float32 tensor ``(*, 4 harmonics)``: the seasonal sines (``k = 1..harmonics``), seasonal
+        cosines, diurnal sines, diurnal cosines.
     """
     dates = dates.long()
     year, month, day, hour = dates.unbind(-1)

@@ -130,12 +130,15 @@ class TrainingData:
         times: ``(N,)`` datetime64, increasing.
         dt_hours: spacing of the source (an archive's ``dt_hours``).
         source: where it came from (recorded as the card's ``archive``).
+        world: description of the synthetic world that made the archive, if any (recorded in
+            the card's metadata as ``archive_world``).
     """
 
     states: np.ndarray
     times: np.ndarray
     dt_hours: int
     source: str | None = None
+    world: dict[str, Any] | None = None
 
     @classmethod
     def from_archive(cls, path: str | Path) -> TrainingData:
@@ -143,7 +146,14 @@ class TrainingData:
         from priorflow.archive import open_archive
 
         archive = open_archive(path)
-        return cls(archive.load(), np.asarray(archive.times), archive.dt_hours, str(path))
+        world = archive.dataset.attrs.get("world")
+        return cls(
+            archive.load(),
+            np.asarray(archive.times),
+            archive.dt_hours,
+            str(path),
+            json.loads(json.dumps(world)) if isinstance(world, dict) else None,
+        )
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -376,7 +386,7 @@ def train(
     )
     generator = torch.Generator().manual_seed(config.seed)
     history: list[list[float | None]] = []
-    step, best_val, best_step, seconds_before = 0, None, None, 0.0
+    step, best_val, best_step, seconds_before, initial_val = 0, None, None, 0.0, None
 
     state_file = out / STATE_NAME
     if state_file.exists():
@@ -388,7 +398,7 @@ def train(
         generator.set_state(state["generator"])
         step, best_val, best_step = state["step"], state["best_val"], state["best_step"]
         history = json.loads(state["history"])
-        seconds_before = state["seconds"]
+        seconds_before, initial_val = state["seconds"], state["initial_val"]
     resumed_from = step
     out.mkdir(parents=True, exist_ok=True)
 
@@ -412,7 +422,12 @@ def train(
             _atomic_save(weights, out / CHECKPOINTS["best"])
         _atomic_save(weights, out / CHECKPOINTS["last"])
         metadata = _metadata(config, data, split, step, loss_avg, val_loss, best_val, best_step)
-        metadata.update(command=command, seconds=round(elapsed(), 1), history=history)
+        metadata.update(
+            command=command,
+            seconds=round(elapsed(), 1),
+            initial_val_loss=initial_val,
+            history=[[s, _round(a), _round(v)] for s, a, v in history],
+        )
         write_card(out, _card(config, shape, data, metadata))
         _atomic_save(
             {
@@ -423,6 +438,7 @@ def train(
                 "generator": generator.get_state(),
                 "best_val": best_val,
                 "best_step": best_step,
+                "initial_val": initial_val,
                 "history": json.dumps(history),
                 "seconds": elapsed(),
                 "config": json.dumps(config.resumable_dict()),
@@ -430,6 +446,8 @@ def train(
             state_file,
         )
 
+    if step == 0:
+        initial_val = validate(ema_denoiser)
     backbone.train()
     while step < config.steps:
         lr = _lr_at(step, config)
@@ -505,14 +523,11 @@ def _metadata(
 ) -> dict[str, Any]:
     from priorflow import __version__
 
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else float(f"{value:.5g}")
-
     return {
         "trained_steps": step,
-        "train_loss": rounded(loss),
-        "val_loss": rounded(val_loss),
-        "best_val_loss": rounded(best_val),
+        "train_loss": _round(loss),
+        "val_loss": _round(val_loss),
+        "best_val_loss": _round(best_val),
         "best_step": best_step,
         "seed": config.seed,
         "batch_size": config.batch_size,
@@ -524,7 +539,12 @@ def _metadata(
         "train_blankets": len(split.train),
         "val_blankets": len(split.val),
         "archive_range": [str(data.times[0])[:13], str(data.times[-1])[:13]],
+        "archive_world": data.world,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "priorflow": __version__,
         "torch": torch.__version__,
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.5g}")
