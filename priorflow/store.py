@@ -357,6 +357,7 @@ def create_store(
         }
         | provenance
     )
+    new_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{STORE_NAME}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -396,6 +397,13 @@ def create_store(
                 return store
             raise
         _fsync(run_dir)
+    except BaseException:
+        if new_dir:  # leave nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (run_dir / CONFIG_NAME).unlink(missing_ok=True)
+                run_dir.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return store

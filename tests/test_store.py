@@ -332,3 +332,17 @@ def test_aggregate_memory_does_not_grow_with_members(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 8 * member_bytes, peak / member_bytes
+
+
+def test_a_failed_create_leaves_nothing(tmp_path, monkeypatch):
+    import priorflow.store as store_module
+
+    config, card, plan = small_run(tmp_path)
+
+    def broken(store):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "_consolidate", broken)
+    with pytest.raises(OSError, match="disk full"):
+        create_store(plan.run_dir, plan, config, card)
+    assert not plan.run_dir.exists()
