@@ -2,6 +2,15 @@
 
 A model directory holds ``card.yaml`` and the checkpoints ``model_best.pt`` / ``model_last.pt``
 (plain state dicts of the backbone).
+
+- :func:`read_card` reads and validates the card (no weights);
+- :func:`load_model` builds the backbone named by ``backbone.target`` (``"module:callable"``,
+  called with ``backbone.kwargs`` and, when it names that parameter, ``state_shape``), loads
+  the chosen checkpoint with ``torch.load(weights_only=True)`` (no code runs from a checkpoint)
+  and ``load_state_dict(strict=True)``, and records the checkpoint's sha256.
+
+Every problem with a directory, card or checkpoint is a one-line
+:class:`~priorflow.errors.ModelError` naming the path or key and the fix.
 """
 
 from __future__ import annotations
