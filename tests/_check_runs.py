@@ -1,0 +1,101 @@
+"""Helpers for the prior-check tests: a small synthetic archive, models, and finished runs.
+
+A run is made the way the flow makes one, without Prefect: config -> plan -> ``create_store`` ->
+``generate_trajectory`` per job -> ``write_member`` -> ``aggregate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from priorflow.archive import open_archive, write_synthetic_archive
+from priorflow.config import load_config
+from priorflow.generate import generate_trajectory
+from priorflow.model import Model, load_model
+from priorflow.plan import make_plan
+from priorflow.store import aggregate, create_store, open_group, run_provenance, write_member
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "models" / "reference"
+# Four start dates at four hours of the day, spread over the archive's first year.
+START_DATES = ("2000-03-20 0h", "2000-05-10 6h", "2000-07-01 12h", "2000-09-15 18h")
+
+
+def write_archive(path: Path, start: str = "2000-01-01", end: str = "2001-12-31") -> Path:
+    """The default synthetic world's archive (seed 0) from ``start`` to ``end``."""
+    return write_synthetic_archive(path, start, end)
+
+
+def make_run(
+    root: Path,
+    model: Model | str | Path,
+    archive: Path,
+    *,
+    run_id: str = "run",
+    sizes: str = "48",
+    members: int = 4,
+    start_dates: Sequence[str] = START_DATES,
+    overlap: int = 4,
+    steps: int = 16,
+    seed: int = 0,
+    check: dict | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Path:
+    """Generate a finished run under ``root/run_id`` and return the run directory.
+
+    ``transform`` (optional) changes each generated trajectory ``(T0, *S)`` before it is
+    written: a way to corrupt a run on purpose.
+    """
+    if not isinstance(model, Model):
+        model = load_model(model)
+    config_path = root / f"{run_id}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "model_path": str(model.path),
+                "archive": str(archive),
+                "diffusion": {"num_steps": steps, "sampler": {"type": "lms"}},
+                "trajectory_sizes": sizes,
+                "num_samples_per_date": members,
+                "start_dates": list(start_dates),
+                "blanket_overlap": overlap,
+                "precision": "float32",
+                "seed": seed,
+                "output_dir": str(root),
+                "run_id": run_id,
+                "check": check or {},
+            }
+        )
+    )
+    config = load_config(config_path)
+    store_archive = open_archive(archive)
+    plan = make_plan(config, model.card, store_archive)
+    create_store(plan.run_dir, plan, config, model.card, run_provenance(model))
+    for job in plan.jobs:
+        trajectory = generate_trajectory(model, **plan.generate_kwargs(job), devices=["cpu"])
+        latent = trajectory.latent
+        if transform is not None:
+            latent = transform(latent)
+        write_member(plan.run_dir, job, latent, trajectory.record)
+    for size in plan.sizes:
+        aggregate(plan.run_dir, size.trajectory_size)
+    return plan.run_dir
+
+
+def rewrite_latent(run_dir: Path, group: str, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Replace ``latent`` of ``group`` by ``change(latent)`` in place (a corrupted copy of a run)."""
+    import zarr
+
+    array = zarr.open_array(str(run_dir / "prior.zarr"), path=f"{group}/latent", mode="r+")
+    array[...] = change(np.asarray(array[...]))
+
+
+def group_dataset(run_dir: Path, size: int | str):
+    """The group as an ``xarray.Dataset``."""
+    return open_group(run_dir, size)
