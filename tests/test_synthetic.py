@@ -28,14 +28,6 @@ def hourly(start: str, n: int, dt: int = 1) -> np.ndarray:
     return np.datetime64(start, "ns") + np.arange(n) * dt * H1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------ dates, mean
 
 
