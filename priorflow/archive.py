@@ -119,6 +119,19 @@ class LatentArchive:
         """The standardisation statistics stored in the attributes (``{}`` when absent)."""
         return dict(self.dataset.attrs.get("stats", {}))
 
+    @property
+    def world(self) -> Any:
+        """The :class:`~priorflow.synthetic.SyntheticWorld` that wrote this archive (rebuilt from
+        the ``world`` attribute), or ``None`` for an archive of real data. Its exact statistics
+        are the truth the archive samples; ``write_exact_model(dir, **archive.world.kwargs)``
+        gives its exact model."""
+        description = self.dataset.attrs.get("world")
+        if not description or "kwargs" not in description:
+            return None
+        from priorflow.synthetic import SyntheticWorld
+
+        return SyntheticWorld(**description["kwargs"])
+
     def require_covers(
         self, start: datetime, length: int, dt_hours: int, field: str = "start_dates"
     ) -> None:

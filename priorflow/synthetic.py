@@ -39,6 +39,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -200,6 +201,17 @@ class SyntheticWorld:
         self.channel_vectors = vectors  # (C, C), columns are eigenvectors
         self._device_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._blanket_cache: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()  # the caches may be shared by threads of one worker
+
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable and deep-copyable: drop the lock and the per-device caches
+        state = dict(self.__dict__)
+        state.update(_lock=None, _device_cache={}, _blanket_cache={})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- description
 
@@ -372,7 +384,9 @@ class SyntheticWorld:
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
         key = str(device)
-        if key not in self._device_cache:
+        with self._lock:
+            if key in self._device_cache:
+                return self._device_cache[key]
             half = self.shape[2] // 2 + 1
 
             def t(a: np.ndarray) -> torch.Tensor:
@@ -457,8 +471,10 @@ class SyntheticWorld:
             dates = np.asarray(dates)
             times = as_times(dates) if dates.dtype.kind == "M" else fields_to_times(dates)
         key = (times.tobytes(), times.shape, str(device))
-        if key in self._blanket_cache:
-            return self._blanket_cache[key]
+        with self._lock:
+            cached = self._blanket_cache.get(key)
+        if cached is not None:
+            return cached
         mean = torch.as_tensor(self.mean(times), dtype=torch.float64).to(device)
         hours = hours_since_epoch(times)
         pattern, inverse = np.unique(hours - hours[:, :1], axis=0, return_inverse=True)
@@ -472,9 +488,10 @@ class SyntheticWorld:
         lam = (lam_t[:, :, None] * lam_c[None, None, :]).reshape(p, K * C)
         inverse = torch.as_tensor(inverse.reshape(-1))
         terms = (mean, lam[inverse].to(device), Q[inverse].contiguous().to(device))
-        if len(self._blanket_cache) >= _CACHE_SIZE:
-            self._blanket_cache.pop(next(iter(self._blanket_cache)))
-        self._blanket_cache[key] = terms
+        with self._lock:
+            while len(self._blanket_cache) >= _CACHE_SIZE:
+                self._blanket_cache.pop(next(iter(self._blanket_cache)))
+            self._blanket_cache[key] = terms
         return terms
 
     def posterior_mean(

@@ -287,3 +287,14 @@ def test_cli_synth_and_info(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: archive: ") and err.count("\n") == 1
+
+
+def test_archive_rebuilds_its_world(small, world, tmp_path):
+    archive = open_archive(small[0])
+    np.testing.assert_array_equal(archive.world.fingerprint(), world.fingerprint())
+    times = np.datetime64("2000-01-01", "ns") + np.arange(3) * H1
+    plain = xr.Dataset({"latent": (("time", "c"), np.zeros((3, 2), "float32"))}, {"time": times})
+    with pytest.warns(UserWarning):  # zarr's note on consolidated metadata in format 3
+        plain.to_zarr(tmp_path / "plain.zarr", zarr_format=3)
+    real = open_archive(tmp_path / "plain.zarr")
+    assert real.world is None and real.state_shape == (2,) and real.stats == {}

@@ -289,3 +289,20 @@ def test_write_exact_model_refuses_to_clobber(tmp_path):
         write_exact_model(path)
     write_exact_model(path, overwrite=True, seed=9)
     assert "seed: 9" in (path / "card.yaml").read_text()
+
+
+def test_exact_backbone_on_device_and_copies(device):
+    import copy
+    import pickle
+
+    backbone = exact_backbone()
+    x0, dates, _ = blankets(backbone.world, n=3)
+    expected = backbone.world.posterior_mean(x0, 0.7, dates)
+    denoiser = PreconditionedDenoiser(backbone).to(device)
+    out = denoiser(x0.to(device), torch.full((3,), 0.7, device=device), dates.to(device))
+    assert out.device.type == device.type
+    assert (out.cpu().double() - expected).abs().max() < 1e-5
+    for clone in (copy.deepcopy(backbone), pickle.loads(pickle.dumps(backbone))):
+        torch.testing.assert_close(
+            clone(x0, torch.zeros(3), dates), backbone(x0, torch.zeros(3), dates)
+        )
