@@ -1,0 +1,138 @@
+"""The Dask task runner built from ``hardware``: worker layout, resources, threads, backends."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+import pytest
+from prefect import flow, task
+from prefect_dask import DaskTaskRunner
+
+from flows.runner import (
+    TORCH_THREADS_ENV,
+    job_resources,
+    local_cluster,
+    local_worker_layout,
+    make_task_runner,
+    torch_threads,
+    use_task_runner,
+)
+from priorflow.errors import ConfigError
+from tests._worker_probe import worker_view
+from tests.prefect_fixtures import prefect_api  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize(
+    ("gpus_per_job", "n_gpus", "layout"),
+    [
+        (1, 0, (1, 1, None)),  # CPU-only: one worker, one slot
+        (0, 0, (1, 1, None)),
+        (4, 0, (1, 1, None)),
+        (1, 1, (1, 1, ["0"])),
+        (1, 4, (4, 1, ["0", "1", "2", "3"])),
+        (2, 4, (2, 2, ["0,1", "2,3"])),
+        (3, 4, (1, 3, ["0,1,2"])),
+        (0, 2, (2, 1, ["0", "1"])),
+    ],
+)
+def test_local_worker_layout(gpus_per_job, n_gpus, layout):
+    assert local_worker_layout(gpus_per_job, n_gpus) == layout
+
+
+def test_a_job_larger_than_the_machine_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"hardware\.gen\.gpus: a job needs 3 GPUs .* has 2"):
+        local_worker_layout(3, 2)
+
+
+def test_local_runner_options():
+    runner = make_task_runner("local", gpus_per_job=1, n_gpus=0, threads=2)
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_class is local_cluster
+    assert runner.cluster_kwargs == {
+        "n_workers": 1,
+        "gpus_per_worker": 1,
+        "visible_devices": None,
+        "torch_threads": 2,
+    }
+    gpu = make_task_runner("local", gpus_per_job=2, n_gpus=4, threads=1)
+    assert gpu.cluster_kwargs["n_workers"] == 2
+    assert gpu.cluster_kwargs["visible_devices"] == ["0,1", "2,3"]
+
+
+def test_address_runner_and_errors():
+    runner = make_task_runner("address", address="tcp://127.0.0.1:8786")
+    assert runner.address == "tcp://127.0.0.1:8786"
+    with pytest.raises(ConfigError, match=r"hardware\.address: required"):
+        make_task_runner("address")
+    with pytest.raises(ConfigError, match=r"hardware\.backend: slurm is not available yet"):
+        make_task_runner("slurm")
+    with pytest.raises(ConfigError, match=r"hardware\.backend: 'pbs' is not a backend"):
+        make_task_runner("pbs")
+
+
+def test_job_resources():
+    assert job_resources(0, "local", n_gpus=0) == {"GPU": 1}  # the CPU slot
+    assert job_resources(2, "local", n_gpus=0) == {"GPU": 1}
+    assert job_resources(2, "local", n_gpus=4) == {"GPU": 2}
+    assert job_resources(0, "address") == {"GPU": 1}
+    assert job_resources(3, "address") == {"GPU": 3}
+
+
+def test_torch_threads_from_the_environment(monkeypatch):
+    monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
+    assert torch_threads() == 1 and torch_threads(default=3) == 3
+    monkeypatch.setenv(TORCH_THREADS_ENV, "4")
+    assert torch_threads() == 4
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(TORCH_THREADS_ENV, bad)
+        with pytest.raises(ConfigError, match=TORCH_THREADS_ENV):
+            torch_threads()
+
+
+@pytest.mark.integration
+def test_local_cluster_pins_each_worker_to_its_gpus():
+    from distributed import Client
+
+    groups = ["0,1", "2,3"]
+    with (
+        local_cluster(
+            n_workers=2, gpus_per_worker=2, visible_devices=groups, torch_threads=3
+        ) as c,
+        Client(c) as client,
+    ):
+        views = client.run(worker_view)
+    views = sorted(views.values(), key=lambda v: v["name"])
+    assert [v["cuda"] for v in views] == groups
+    assert all(v["resources"] == {"GPU": 2} and v["nthreads"] == 1 for v in views)
+    assert all(v["threads"] == "3" for v in views)
+    assert len({v["pid"] for v in views}) == 2 and os.getpid() not in {v["pid"] for v in views}
+
+
+@task(task_run_name="probe-{i}")
+def _probe(i: int) -> dict:
+    return worker_view()
+
+
+@flow(name="runner-probe")
+def _probe_flow(address: str) -> list[dict]:
+    with use_task_runner(make_task_runner("address", address=address)):
+        with dask.annotate(resources={"GPU": 1}):
+            futures = [_probe.submit(i) for i in range(3)]
+        return [future.result() for future in futures]
+
+
+@pytest.mark.integration
+def test_flow_tasks_run_on_an_existing_scheduler(prefect_api):  # noqa: F811
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, resources={"GPU": 1}, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        worker_pids = set(client.run(os.getpid).values())
+        views = _probe_flow(cluster.scheduler_address)
+    assert len(views) == 3
+    assert {v["pid"] for v in views} <= worker_pids  # ran on the cluster, not in this process
