@@ -99,3 +99,48 @@ def rewrite_latent(run_dir: Path, group: str, change: Callable[[np.ndarray], np.
 def group_dataset(run_dir: Path, size: int | str):
     """The group as an ``xarray.Dataset``."""
     return open_group(run_dir, size)
+
+
+# --------------------------------------------------------------------------------------------
+# session caches: the archive and the runs are made once per test session and copied by tests
+# that change them
+
+_CACHE: dict[str, Path] = {}
+
+
+def shared_archive(factory) -> Path:
+    """A one-year archive (2000) of the default world, made once per session."""
+    if "archive" not in _CACHE:
+        _CACHE["archive"] = write_archive(
+            factory.mktemp("check-archive") / "archive.zarr", "2000-01-01", "2000-12-31"
+        )
+    return _CACHE["archive"]
+
+
+def shared_exact_model(factory) -> Path:
+    """The exact synthetic-world model directory, made once per session."""
+    from priorflow.synthetic import write_exact_model
+
+    if "exact" not in _CACHE:
+        _CACHE["exact"] = write_exact_model(factory.mktemp("check-model") / "exact")
+    return _CACHE["exact"]
+
+
+def shared_exact_run(factory) -> Path:
+    """4 dates x 4 members x 48 states of the exact model with its card's 64 steps (~10 s)."""
+    if "exact-run" not in _CACHE:
+        _CACHE["exact-run"] = make_run(
+            factory.mktemp("check-runs"),
+            shared_exact_model(factory),
+            shared_archive(factory),
+            run_id="exact",
+            steps=64,
+        )
+    return _CACHE["exact-run"]
+
+
+def copy_run(run_dir: Path, destination: Path) -> Path:
+    """A copy of a run directory (to corrupt without touching the shared one)."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, destination))
