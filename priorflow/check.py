@@ -513,7 +513,7 @@ def run_check(
     import zarr
 
     from priorflow.archive import open_archive
-    from priorflow.evaluate import evaluate_group
+    from priorflow.evaluate import NonFiniteRun, evaluate_group
     from priorflow.store import StoreError, open_group, read_store_attrs, store_path
 
     began = time.perf_counter()
@@ -529,6 +529,7 @@ def run_check(
     say = progress or (lambda line: None)
 
     results: dict[str, Any] = {}
+    diverged: dict[str, Finding] = {}
     for group in groups:
         dataset = open_group(run_dir, group)
         if not dataset.attrs.get("aggregated"):
@@ -540,17 +541,33 @@ def run_check(
             f"{group}: evaluating {dataset.sizes['start_date']} dates x "
             f"{dataset.sizes['member']} members"
         )
-        results[group] = evaluate_group(
-            dataset,
-            archive,
-            window_days=config.window_days,
-            max_lag=config.max_lag,
-            plot_channels=config.plot_channels,
-        )
+        try:
+            results[group] = evaluate_group(
+                dataset,
+                archive,
+                window_days=config.window_days,
+                max_lag=config.max_lag,
+                plot_channels=config.plot_channels,
+            )
+        except NonFiniteRun as error:
+            shown = ", ".join(error.members[:3])
+            diverged[group] = Finding(
+                group,
+                "finite",
+                False,
+                float(len(error.members)),
+                "0 members",
+                f"{group} finite: all {len(error.members)} members hold NaN or inf ({shown}); "
+                "nothing else could be measured (the model diverged)",
+            )
 
-    findings = [f for group in groups for f in judge(results[group], config)]
+    findings = [
+        f
+        for group in groups
+        for f in ([diverged[group]] if group in diverged else judge(results[group], config))
+    ]
     reasons = [f.message for f in findings if not f.ok]
-    numbers = {group: key_numbers(results[group]) for group in groups}
+    numbers = {group: key_numbers(metrics) for group, metrics in results.items()}
     passed = not reasons
 
     final = run_dir / CHECK_DIR
@@ -561,17 +578,18 @@ def run_check(
         if config.plots:
             from priorflow.checkplots import plot_group
 
-            for group in groups:
-                plots += plot_group(results[group], tmp, dpi=config.dpi)
+            for metrics in results.values():
+                plots += plot_group(metrics, tmp, dpi=config.dpi)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for i, group in enumerate(groups):
-                ds = results[group].copy()
+            zarr.open_group(str(tmp / METRICS_NAME), mode="w", zarr_format=3)
+            for group, metrics in results.items():
+                ds = metrics.copy()
                 ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
                 ds.to_zarr(
                     str(tmp / METRICS_NAME),
                     group=group,
-                    mode="w" if i == 0 else "a",
+                    mode="w",
                     zarr_format=3,
                     consolidated=False,
                 )

@@ -45,11 +45,20 @@ from priorflow import metrics
 from priorflow.baselines import date_baselines
 from priorflow.errors import PriorflowError
 
-__all__ = ["SAMPLES", "SOURCES", "evaluate_group"]
+__all__ = ["SAMPLES", "SOURCES", "NonFiniteRun", "evaluate_group"]
 
 SOURCES = ("prior", "climatology", "persistence")
 SAMPLES = ("prior", "archive")
 PAIRS = ("all", "inside", "across")
+
+
+class NonFiniteRun(PriorflowError):
+    """Every member of a size holds NaN or inf: nothing to measure (the model diverged)."""
+
+    def __init__(self, group: str, members: list[str]):
+        super().__init__(f"{group}: every member holds NaN or inf; nothing to evaluate")
+        self.group = group
+        self.members = members
 
 
 def _as_datetime(value: np.datetime64) -> datetime:
@@ -224,10 +233,7 @@ def evaluate_group(
         del x, clim, truth, base
 
     if used_dates == 0:
-        raise PriorflowError(
-            f"{attrs.get('span_hours', T * dt)}h: every member holds non-finite values; "
-            "nothing to evaluate (the model diverged)"
-        )
+        raise NonFiniteRun(f"{attrs.get('span_hours', T * dt)}h", nonfinite)
     n = float(used_dates)
     lead = dataset["lead"].values
     channels = dataset[channel_dim].values if channel_dim in dataset.coords else np.arange(C)

@@ -144,3 +144,23 @@ def copy_run(run_dir: Path, destination: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(run_dir, destination))
+
+
+def corrupt_model(model: Model, how: str, factor: float = 1.5, seed: int = 0) -> Model:
+    """A broken copy of ``model``: every weight ``scaled`` by ``factor``, or the entries of every
+    weight tensor ``shuffled`` (a fixed permutation per tensor)."""
+    import copy
+    import dataclasses
+
+    backbone = copy.deepcopy(model.backbone)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            if how == "scaled":
+                parameter.mul_(factor)
+            elif how == "shuffled":
+                flat = parameter.reshape(-1)
+                flat.copy_(flat[torch.randperm(flat.numel(), generator=generator)])
+            else:
+                raise ValueError(f"corrupt_model: how={how!r} is not scaled or shuffled")
+    return dataclasses.replace(model, backbone=backbone)

@@ -190,6 +190,33 @@ def test_non_finite_members_fail(exact_run, tmp_path):
     assert any("1 members hold NaN or inf (2000-03-20T00-m1)" in r for r in result.reasons)
 
 
+def test_a_diverged_run_fails_on_finite_alone(exact_run, tmp_path):
+    result = _corrupted(exact_run, tmp_path, lambda x: np.full_like(x, np.nan))
+    assert result.reasons == [
+        "48h finite: all 16 members hold NaN or inf (2000-03-20T00-m0, 2000-03-20T00-m1, "
+        "2000-03-20T00-m2); nothing else could be measured (the model diverged)"
+    ]
+    assert result.numbers == {}
+    assert "FAIL" in result.report.read_text()
+    assert xr.open_zarr(result.metrics, consolidated=True).attrs["verdict"] == "fail"
+
+
+def test_every_size_is_checked(archive, tmp_path_factory, tmp_path):
+    model = shared_exact_model(tmp_path_factory)
+    dates = ("2000-04-03 0h", "2000-08-01 12h")
+    run = make_run(tmp_path, model, archive, sizes="12,20", members=2, start_dates=dates)
+    result = run_check(run)
+    assert {f.group for f in result.findings} == {"12h", "20h"}
+    assert set(result.numbers) == {"12h", "20h"}
+    for group, states in (("12h", 12), ("20h", 20)):
+        metrics = xr.open_zarr(result.metrics, group=group)
+        assert metrics.sizes["lead"] == states
+        assert metrics.sizes["lag"] == min(12, states - 1)
+    assert {p.name.split("-")[0] for p in result.plots} == {"12h", "20h"}
+    # 12 states = 2 blankets: seams at 6 and 10; 20 states: 6, 10, 14
+    assert xr.open_zarr(result.metrics, group="20h").attrs["seams"] == [6, 10, 14]
+
+
 class _Scaled(nn.Module):
     """A broken backbone: the exact one with its output scaled."""
 
@@ -258,3 +285,51 @@ def test_unfinished_or_missing_runs_are_user_errors(exact_run, tmp_path):
     with pytest.raises(PriorflowError, match="48h: the run .* is not finished"):
         run_check(run, QUICK)
     assert not (run / "check").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped reference model (slow: a trained backbone on the CPU)
+
+
+@pytest.fixture(scope="module")
+def reference(archive):
+    from tests._check_runs import REFERENCE
+
+    if not (REFERENCE / "card.yaml").exists():
+        from tests.conftest import in_ci
+
+        if in_ci():
+            pytest.fail(f"the shipped reference model is missing ({REFERENCE})")
+        pytest.skip(f"the reference model is not shipped yet ({REFERENCE})")
+    return load_model(REFERENCE)
+
+
+@pytest.mark.slow
+def test_reference_model_passes_the_defaults(reference, archive, tmp_path):
+    run = make_run(tmp_path, reference, archive, run_id="reference", members=3, steps=32)
+    result = run_check(run, QUICK)
+    assert result.passed, result.reasons
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["scaled", "shuffled"])
+def test_corrupted_reference_fails_with_reasons(reference, archive, tmp_path, how):
+    from tests._check_runs import corrupt_model
+
+    broken = corrupt_model(reference, how)
+    dates = ("2000-03-20 0h", "2000-07-01 12h")
+    run = make_run(tmp_path, broken, archive, run_id=how, members=2, start_dates=dates, steps=32)
+    result = run_check(run, QUICK)
+    assert not result.passed
+    named = {r.split(":")[0].split()[1] for r in result.reasons}
+    assert named <= {
+        "finite",
+        "bias",
+        "spread",
+        "skill",
+        "autocorrelation",
+        "seams",
+        "spectrum",
+        "diurnal",
+    }
+    assert named & {"bias", "spread", "autocorrelation", "spectrum"}, result.reasons
