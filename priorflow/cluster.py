@@ -143,7 +143,7 @@ def jobqueue_spec(
     host: str | None = None,
     interface: str | None = None,
     prologue: Sequence[str] | None = None,
-    job_directives_skip: Sequence[str] = (),
+    job_directives_skip: Sequence[str] | None = None,
     local_directory: str | os.PathLike[str] | None = None,
     python: str | None = None,
     job_name: str | None = None,
@@ -167,7 +167,8 @@ def jobqueue_spec(
             ``hardware.interface`` if the config has it.
         prologue: shell lines run before the worker starts (``module load ...``), before the
             exports; default ``hardware.job_prologue`` if the config has it.
-        job_directives_skip: header lines containing any of these strings are dropped.
+        job_directives_skip: header lines containing any of these strings are dropped; default
+            ``hardware.job_directives_skip`` if the config has it.
         local_directory: the workers' scratch folder (e.g. ``$TMPDIR`` on node-local disk);
             default ``hardware.local_directory`` if set, else ``<run_dir>/cluster/scratch``.
         python: the Python on the compute nodes; default this interpreter (``sys.executable``).
@@ -200,6 +201,7 @@ def jobqueue_spec(
     prologue = _option(hardware, "job_prologue", prologue) or []
     local_directory = _option(hardware, "local_directory", local_directory)
     python = _option(hardware, "python", python)
+    job_directives_skip = _option(hardware, "job_directives_skip", job_directives_skip) or []
     if isinstance(prologue, str):
         prologue = prologue.splitlines()
 

@@ -155,10 +155,12 @@ def test_options_and_config_fields(tmp_path):
         job_prologue="source /etc/profile\nmodule load cuda",
         local_directory=None,
         python=None,
+        job_directives_skip=["--mem"],
     )
     _, kw = jobqueue_spec(fields, tmp_path, 1)
     assert kw["interface"] == "ib0" and kw["scheduler_options"]["host"] == "10.0.0.1"
     assert kw["job_script_prologue"] == ["source /etc/profile", "module load cuda"]
+    assert kw["job_directives_skip"] == ["--mem"]
 
 
 def test_errors(tmp_path):
