@@ -11,6 +11,9 @@ import os
 import pytest
 import torch
 
+# The session fixture `slurm_cluster` (a real single-node SLURM on loopback) for any test module.
+pytest_plugins = ["tests.slurm_local"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="torch device for device-aware tests")
