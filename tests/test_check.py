@@ -94,7 +94,7 @@ def test_outputs_are_written_in_the_run(exact_result):
     ]  # fmt: skip
     for plot in exact_result.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert plot.stat().st_size < 150_000
+        assert plot.stat().st_size < 60_000  # palette PNGs: the report embeds them
     report = exact_result.report.read_text()
     assert report.startswith("# Prior check: **PASS**")
     assert report.count("](data:image/png;base64,") == 4
@@ -215,6 +215,19 @@ def test_every_size_is_checked(archive, tmp_path_factory, tmp_path):
     assert {p.name.split("-")[0] for p in result.plots} == {"12h", "20h"}
     # 12 states = 2 blankets: seams at 6 and 10; 20 states: 6, 10, 14
     assert xr.open_zarr(result.metrics, group="20h").attrs["seams"] == [6, 10, 14]
+
+
+def test_one_member_per_date_skips_the_spread_skill_ratio(archive, tmp_path_factory, tmp_path):
+    model = shared_exact_model(tmp_path_factory)
+    dates = ("2000-04-03 0h", "2000-06-01 6h", "2000-08-01 12h")
+    run = make_run(tmp_path, model, archive, sizes="10", members=1, start_dates=dates)
+    result = run_check(run, QUICK)
+    measured = {f.criterion for f in result.findings}
+    assert "spread-skill" not in measured
+    assert {"bias", "spread", "skill", "autocorrelation", "seams"} <= measured
+    metrics = xr.open_zarr(result.metrics, group="10h")
+    assert metrics.attrs["seams"] == [6]
+    assert float(metrics["spread"].sel(source="prior").max()) == 0.0
 
 
 class _Scaled(nn.Module):
