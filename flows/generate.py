@@ -67,6 +67,7 @@ def generate_priors(
     Returns:
         The run directory ``<output_dir>/<run_id>`` (``prior.zarr``, ``config.yaml``).
     """
+    from priorflow.model import file_sha256
     from priorflow.store import create_store, missing_jobs, run_provenance
 
     logger = get_run_logger()
@@ -74,10 +75,9 @@ def generate_priors(
     prepared = prepare_run(config_path, overrides, run_id)
     plan = prepared.plan
     run_dir = str(plan.run_dir)
-    checkpoint = SimpleNamespace(checkpoint=prepared.checkpoint, checkpoint_sha256=None)
-    from priorflow.model import file_sha256
-
-    checkpoint.checkpoint_sha256 = file_sha256(prepared.checkpoint)
+    checkpoint = SimpleNamespace(
+        checkpoint=prepared.checkpoint, checkpoint_sha256=file_sha256(prepared.checkpoint)
+    )
     provenance = run_provenance(checkpoint, flow_run_id=flow_run.id, start_time=began)
     store = create_store(run_dir, plan, prepared.config, prepared.card, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")

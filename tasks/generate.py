@@ -8,7 +8,8 @@ or Dask rescheduling after a lost worker never writes a member twice. Otherwise 
 2. loads the model once per worker process (cached by path, checkpoint and device);
 3. calls :func:`priorflow.generate.generate_trajectory` with the job's seed, reporting the
    sampler's steps to a Prefect progress artifact (every 5 %);
-4. on a CUDA out-of-memory error, retries with half the blanket batch (down to 1);
+4. on a CUDA out-of-memory error that escapes the core (the blanket denoiser already halves its
+   batch within a call), samples the trajectory again with half the blanket batch (down to 1);
 5. writes the member with :func:`priorflow.store.write_member` (region, flush, then done mark);
 
 and returns a small record (no tensors): ``name, group, size, date, member, seed, seconds,

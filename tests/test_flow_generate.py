@@ -43,14 +43,20 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def world(prefect_api, tiny_world):  # noqa: F811
+    """The tiny world, with a Prefect server up."""
+    return tiny_world
+
+
 def generation_runs(flow_run_id) -> list:
     return [t for t in read_task_runs(flow_run_id) if t.name.startswith("gen-")]
 
 
 @pytest.fixture(scope="module")
-def first_run(prefect_api, tiny_world, tmp_path_factory):  # noqa: F811
+def first_run(world, tmp_path_factory):
     config = write_run_config(
-        tmp_path_factory.mktemp("flow") / "run.yaml", tiny_world["model"], tiny_world["archive"]
+        tmp_path_factory.mktemp("flow") / "run.yaml", world["model"], world["archive"]
     )
     state = generate_priors(str(config), run_id="flow-test", return_state=True)
     return config, state
@@ -182,9 +188,9 @@ def test_a_deleted_mark_regenerates_exactly_that_member(first_run):
     }
 
 
-def test_a_failing_member_fails_the_flow_and_names_it(prefect_api, tiny_world, tmp_path):  # noqa: F811
+def test_a_failing_member_fails_the_flow_and_names_it(world, tmp_path):
     model = copy_model_with_target(
-        tiny_world["model"],
+        world["model"],
         tmp_path / "failing-model",
         "tests.prefect_fixtures:failing_backbone",
         fail_day=10,
@@ -192,7 +198,7 @@ def test_a_failing_member_fails_the_flow_and_names_it(prefect_api, tiny_world, t
     config = write_run_config(
         tmp_path / "run.yaml",
         model,
-        tiny_world["archive"],
+        world["archive"],
         trajectory_sizes="6",
         num_samples_per_date=1,
     )
@@ -212,3 +218,13 @@ def test_a_failing_member_fails_the_flow_and_names_it(prefect_api, tiny_world, t
     assert runs[bad.name].state.is_failed() and runs[bad.name].run_count == 3  # 2 retries
     assert runs[ok.name].state.is_completed()
     assert not xr.open_zarr(store_path(plan.run_dir), group="6h").attrs["aggregated"]
+
+
+def test_a_config_error_fails_the_flow_with_its_one_line_message(world, tmp_path):
+    config = write_run_config(
+        tmp_path / "run.yaml", world["model"], world["archive"], blanket_overlap=7
+    )
+    state = generate_priors(str(config), run_id="bad-config", return_state=True)
+    assert state.is_failed()
+    assert "blanket_overlap: 7" in state.message
+    assert not (tmp_path / "runs").exists()

@@ -180,8 +180,14 @@ def run(
         f" {len(plan.start_dates)} dates x {plan.members}) -> {plan.run_dir}"
     )
 
+    import logging
+
+    import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
+
     from flows.server import ensure_local_server
 
+    # The in-process Dask scheduler's INFO lines (worker registration...) are noise here.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     with ensure_local_server(prefect_home(), keep=keep_server) as server:
         from flows.generate import generate_priors
 
