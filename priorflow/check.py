@@ -98,13 +98,13 @@ class CheckConfig(BaseModel):
     max_crps_ratio: float = Field(
         default=1.25, gt=0, description="fair CRPS of the prior / of climatology"
     )
-    max_acf_error: float = Field(default=0.1, gt=0, description="|acf - archive acf|")
+    max_acf_error: float = Field(default=0.15, gt=0, description="|acf - archive acf|")
     max_seam_index: float = Field(default=1.5, gt=0, description="seam discontinuity index")
     max_spectrum_error: float = Field(
         default=0.5, gt=0, description="RMS log2 ratio of normalised zonal spectra"
     )
-    min_diurnal_ratio: float = Field(default=0.6, ge=0, description="diurnal amplitude, low")
-    max_diurnal_ratio: float = Field(default=1.5, gt=0, description="diurnal amplitude, high")
+    min_diurnal_ratio: float = Field(default=0.5, ge=0, description="diurnal amplitude, low")
+    max_diurnal_ratio: float = Field(default=1.6, gt=0, description="diurnal amplitude, high")
     max_diurnal_phase_hours: float = Field(
         default=3.0, gt=0, le=12, description="|diurnal phase error| in hours"
     )
