@@ -67,9 +67,11 @@ def prepare_run(
             exist); ``False`` only plans (for a caller that builds a missing archive first).
         gpus_available: CUDA GPUs of a local run (default: detected for backend ``local``).
     """
+    from flows.runner import check_backend
     from priorflow.archive import open_archive
 
     config = resolve_config(config_path, overrides, run_id)
+    check_backend(config.hardware.backend)
     card = read_card(config.model_path)
     checkpoint = checkpoint_path(config.model_path, config.model_target)
     archive_path = resolve_archive_path(config, card)

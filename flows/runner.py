@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TORCH_THREADS_ENV = "PRIORFLOW_TORCH_THREADS"
 BACKENDS = ("local", "address", "slurm")
+AVAILABLE_BACKENDS = ("local", "address")
 
 
 def torch_threads(default: int = 1) -> int:
@@ -127,6 +128,20 @@ def local_cluster(
     return cluster
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` if a task runner can be built for it here, else a one-line ConfigError."""
+    if backend in AVAILABLE_BACKENDS:
+        return backend
+    if backend in BACKENDS or backend in ("pbs", "lsf"):
+        raise ConfigError(
+            f"hardware.backend: {backend} is not available yet; use"
+            f" {' or '.join(AVAILABLE_BACKENDS)}"
+        )
+    raise ConfigError(
+        f"hardware.backend: {backend!r} is not a backend; use one of {', '.join(BACKENDS)}"
+    )
+
+
 def make_task_runner(
     backend: str,
     *,
@@ -147,6 +162,7 @@ def make_task_runner(
     """
     from prefect_dask import DaskTaskRunner
 
+    check_backend(backend)
     if backend == "local":
         n_gpus = cuda_gpu_count() if n_gpus is None else n_gpus
         n_workers, slots, groups = local_worker_layout(gpus_per_job, n_gpus)
@@ -166,11 +182,7 @@ def make_task_runner(
                 " e.g. 'tcp://10.0.0.5:8786'"
             )
         return DaskTaskRunner(address=address)
-    if backend == "slurm":
-        raise ConfigError("hardware.backend: slurm is not available yet; use 'local' or 'address'")
-    raise ConfigError(
-        f"hardware.backend: {backend!r} is not a backend; use one of {', '.join(BACKENDS)}"
-    )
+    raise AssertionError(f"no task runner for backend {backend}")  # pragma: no cover
 
 
 def job_resources(gpus: int, backend: str, n_gpus: int | None = None) -> dict[str, int]:

@@ -65,10 +65,13 @@ def test_address_runner_and_errors():
     assert runner.address == "tcp://127.0.0.1:8786"
     with pytest.raises(ConfigError, match=r"hardware\.address: required"):
         make_task_runner("address")
-    with pytest.raises(ConfigError, match=r"hardware\.backend: slurm is not available yet"):
-        make_task_runner("slurm")
-    with pytest.raises(ConfigError, match=r"hardware\.backend: 'pbs' is not a backend"):
-        make_task_runner("pbs")
+    for backend in ("slurm", "pbs", "lsf"):
+        with pytest.raises(
+            ConfigError, match=rf"hardware\.backend: {backend} is not available yet; use local"
+        ):
+            make_task_runner(backend)
+    with pytest.raises(ConfigError, match=r"hardware\.backend: 'k8s' is not a backend"):
+        make_task_runner("k8s")
 
 
 def test_job_resources():
