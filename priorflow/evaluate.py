@@ -198,12 +198,12 @@ def evaluate_group(
         if len(x) == 0:
             continue
         base = date_baselines(archive, start, T, dt, M, window_days)
-        move = lambda a, axis=channel_axis: np.moveaxis(a, axis, 1)  # noqa: E731
-        truth = move(base.truth.astype(np.float64))
+        # archive arrays are (T, *S) or (M, T, *S) in the store's state order: channel after T
+        truth = np.moveaxis(base.truth.astype(np.float64), channel_axis, 1)
         clim = np.moveaxis(base.climatology.astype(np.float64), channel_axis + 1, 2)
         persistence = np.moveaxis(base.persistence.astype(np.float64), channel_axis + 1, 2)
-        mean = move(base.clim_mean)
-        std = move(base.clim_std)
+        mean = np.moveaxis(base.clim_mean, channel_axis, 1)
+        std = np.moveaxis(base.clim_std, channel_axis, 1)
         count = base.clim_count.reshape(T, *([1] * (std.ndim - 1)))
         spatial = tuple(range(2, truth.ndim))
 

@@ -231,6 +231,33 @@ def test_one_member_per_date_skips_the_spread_skill_ratio(archive, tmp_path_fact
     assert float(metrics["spread"].sel(source="prior").max()) == 0.0
 
 
+class _ChannelLast:
+    """The archive with its states stored as (y, x, channel)."""
+
+    def __init__(self, archive):
+        self.inner = archive
+        self.times, self.start, self.end = archive.times, archive.start, archive.end
+        self.path, self.range_label = archive.path, archive.range_label
+        self.state_shape = (*archive.state_shape[1:], archive.state_shape[0])
+
+    def states(self, times):
+        return np.moveaxis(self.inner.states(times), -3, -1)
+
+
+def test_the_channel_dimension_may_come_last(exact_run, archive):
+    from priorflow.archive import open_archive
+    from priorflow.evaluate import evaluate_group
+    from priorflow.store import open_group
+
+    opened = open_archive(archive)
+    group = open_group(exact_run, 48)
+    expected = evaluate_group(group, opened)
+    moved = group.transpose("start_date", "member", "lead", "y", "x", "channel", ...)
+    metrics = evaluate_group(moved, _ChannelLast(opened))
+    for name in ("rmse", "fair_crps", "mean_bias", "std", "acf", "seam_index", "spectrum"):
+        np.testing.assert_allclose(metrics[name].values, expected[name].values, rtol=1e-6)
+
+
 class _Scaled(nn.Module):
     """A broken backbone: the exact one with its output scaled."""
 
