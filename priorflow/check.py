@@ -63,6 +63,7 @@ __all__ = [
     "METRICS_NAME",
     "REPORT_NAME",
     "CheckConfig",
+    "CheckError",
     "CheckResult",
     "Finding",
     "judge",
@@ -445,6 +446,15 @@ class CheckResult:
         """``"pass"`` or ``"fail"``."""
         return "pass" if self.passed else "fail"
 
+    def raise_for_verdict(self) -> None:
+        """Raise :class:`CheckError` (the reasons, one per line) when the check failed: what a
+        flow calls so that the run ends Failed."""
+        if not self.passed:
+            raise CheckError(
+                f"prior check failed ({len(self.reasons)} reasons; report {self.report}):\n"
+                + "\n".join(self.reasons)
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record (paths as strings)."""
         return {
@@ -766,4 +776,4 @@ def format_result(result: CheckResult) -> str:
 
 
 class CheckError(PriorflowError):
-    """Raised by callers that turn a failed verdict into an error (e.g. a flow)."""
+    """A failed prior check turned into an error (:meth:`CheckResult.raise_for_verdict`)."""

@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from priorflow.check import CheckConfig, judge, load_check_config, run_check
+from priorflow.check import CheckConfig, CheckError, judge, load_check_config, run_check
 from priorflow.errors import ConfigError, PriorflowError
 from priorflow.model import load_model
 from tests._check_runs import (
@@ -114,6 +114,11 @@ def test_a_second_check_replaces_the_first(exact_run, tmp_path):
     assert root.attrs["verdict"] == "fail"
     assert root.attrs["reasons"] == second.reasons
     assert "FAIL" in second.report.read_text().splitlines()[0]
+    first.raise_for_verdict()  # passed: nothing
+    with pytest.raises(
+        CheckError, match=r"prior check failed \(1 reasons; report .*\):\n48h bias:"
+    ):
+        second.raise_for_verdict()
 
 
 def _corrupted(exact_run, tmp_path, change):
