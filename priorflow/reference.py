@@ -12,8 +12,9 @@ blocks per resolution) whose blocks are conditioned (FiLM: :math:`h \leftarrow h
 on an embedding of the noise level and of the state's own date (year progress and hour of
 day as :math:`\sin/\cos`), and after every residual block a temporal residual block mixes the
 ``K`` states with a 1-D convolution over time at every pixel. A learned positional field lets
-the network place features that do not move (a fixed warm spot, coasts); multiplied by the
-date's FiLM scales it can move them with the hour (a warm spot following the sun).
+the network place features that do not move (coasts, mountains), and a date-dependent one,
+:math:`\sum_r a_r(\text{date}, \sigma)\,P_r(y, x)` with learned maps :math:`P_r`, features
+that move with the date (a warm spot under the sun, a seasonal shift).
 
 The defaults (``channels=(16, 32, 64)``, ``blocks=1``) have about 0.24 M parameters and train on
 two CPU cores in minutes; on a GPU scale ``channels`` (e.g. ``(64, 128, 256)``), ``blocks`` and
@@ -148,6 +149,10 @@ class ReferenceBackbone(nn.Module):
         harmonics: harmonics of the seasonal and diurnal date features.
         groups: GroupNorm groups (at most).
         padding: ``"zeros"`` or ``"circular"`` (for a periodic domain).
+        position_rank: number of learned maps :math:`P_r` of the date-dependent positional
+            field :math:`\sum_r a_r(\text{date}, \sigma) P_r(y, x)` added at the input
+            (0: none). It lets a feature move with the date (a warm spot under the sun) without
+            the convolutions having to learn where it is.
 
     Raises:
         ConfigError: for a ``state_shape`` (or setting) it cannot handle.
@@ -163,6 +168,7 @@ class ReferenceBackbone(nn.Module):
         harmonics: int = 1,
         groups: int = 8,
         padding: str = "zeros",
+        position_rank: int = 8,
     ):
         super().__init__()
         shape = tuple(int(s) for s in state_shape)
@@ -188,6 +194,8 @@ class ReferenceBackbone(nn.Module):
             raise ConfigError(
                 f"backbone.kwargs.temporal_kernel: {temporal_kernel} must be a positive odd number"
             )
+        if position_rank < 0:
+            raise ConfigError(f"backbone.kwargs.position_rank: {position_rank} must be 0 or more")
         if padding not in ("zeros", "circular"):
             raise ConfigError(
                 f"backbone.kwargs.padding: {padding!r} is not a padding; use zeros or circular"
@@ -202,6 +210,11 @@ class ReferenceBackbone(nn.Module):
         )
         self.conv_in = nn.Conv2d(c, channels[0], 3, padding=1, padding_mode=padding)
         self.position = nn.Parameter(torch.zeros(1, channels[0], h, w))
+        # date-dependent positional field: sum_r a_r(emb) P_r(y, x), learned maps P_r
+        self.position_rank = position_rank
+        if position_rank:
+            self.position_maps = nn.Parameter(0.1 * torch.randn(position_rank, h, w))
+            self.position_mix = nn.Linear(embedding, channels[0] * position_rank)
 
         def stage(c_in: int, c_out: int) -> nn.ModuleList:
             mods = []
@@ -257,6 +270,9 @@ class ReferenceBackbone(nn.Module):
         )
         emb = self.embed(features).reshape(n * k, -1)
         h = self.conv_in(x.reshape(n * k, *self.state_shape)) + self.position
+        if self.position_rank:
+            mix = self.position_mix(emb).reshape(n * k, -1, self.position_rank)
+            h = h + torch.einsum("mcr,rhw->mchw", mix, self.position_maps.to(mix.dtype))
         skips = []
         for i, stage in enumerate(self.down):
             h = self._stage(stage, h, emb, k)

@@ -4,7 +4,9 @@ Prior trajectories drawn from ``models/reference`` with the core sampler, for a 
 (four seasons, four hours of day) and members, are compared with the exact statistics of the
 world that made its training archive (rebuilt from the card's ``metadata.archive_world``):
 
-- per-channel mean over all states and grid points: within 0.1 of the exact mean at those dates;
+- per-channel mean over all states and grid points: within 0.1 of the exact mean at those dates
+  (that average is near 0; the mean's pattern, season and warm spot, is checked by the
+  regression of the samples on the exact mean's deviations: slope 0.8-1.2);
 - per-channel standard deviation of the anomalies (sample minus exact mean): within 15 % of the
   exact anomaly standard deviation;
 - lag-1 (one ``dt``) autocorrelation of the anomalies: within 0.05 of the exact ``rho ** dt``;
@@ -76,6 +78,10 @@ def prior_statistics(model, world: SyntheticWorld) -> dict:
     exact_harmonic = (m * weights).sum(axis=(2, 3, 4))
     phase = np.angle((sample_harmonic * np.conj(exact_harmonic)).sum())
     stats["diurnal_phase_hours"] = float(np.degrees(phase) / 15)
+    # the whole mean pattern (season and warm spot): regression of the samples on the exact
+    # mean's deviation from its per-channel average, pooled over channels
+    pattern = m - m.mean(axis=(0, 1, 3, 4), keepdims=True)
+    stats["mean_pattern_slope"] = float((x * pattern).sum() / (pattern**2).sum())
     projection = (sample_harmonic * np.conj(exact_harmonic)).sum()
     stats["diurnal_amplitude_ratio"] = float(projection.real / (np.abs(exact_harmonic) ** 2).sum())
     stats["finite"] = bool(np.isfinite(x).all())
@@ -95,6 +101,7 @@ def test_reference_model_matches_the_world():
             f" {stats['std'][c] / stats['exact_std'][c] - 1:+.1%}), lag-1"
             f" {stats['lag1'][c]:.3f} (exact {stats['exact_lag1']:.3f})"
         )
+    print(f"mean pattern slope {stats['mean_pattern_slope']:.3f}")
     print(
         f"diurnal phase error {stats['diurnal_phase_hours']:+.2f} h, amplitude ratio"
         f" {stats['diurnal_amplitude_ratio']:.2f}"
@@ -103,6 +110,7 @@ def test_reference_model_matches_the_world():
     np.testing.assert_allclose(stats["mean"], stats["exact_mean"], atol=0.1)
     np.testing.assert_allclose(stats["std"], stats["exact_std"], rtol=0.15)
     np.testing.assert_allclose(stats["lag1"], stats["exact_lag1"], atol=0.05)
+    assert 0.8 < stats["mean_pattern_slope"] < 1.2
     assert abs(stats["diurnal_phase_hours"]) < 1.0
     assert 0.8 < stats["diurnal_amplitude_ratio"] < 1.25
 

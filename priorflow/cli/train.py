@@ -45,6 +45,9 @@ def train(
     blocks: int = typer.Option(1, help="Residual blocks per resolution."),
     embedding: int = typer.Option(64, help="Width of the noise + date embedding."),
     padding: str = typer.Option("zeros", help="Spatial padding: zeros or circular."),
+    position_rank: int = typer.Option(
+        8, help="Learned maps of the date-dependent position field."
+    ),
     val_every_days: int = typer.Option(10, help="Hold out every N-th day for validation."),
     val_blankets: int = typer.Option(256, help="Blankets in the validation loss."),
     eval_every: int = typer.Option(250, help="Validate and checkpoint every N steps."),
@@ -94,6 +97,7 @@ def train(
             "blocks": blocks,
             "embedding": embedding,
             "padding": padding,
+            "position_rank": position_rank,
         },
         val_every_days=val_every_days,
         val_blankets=val_blankets,
