@@ -70,6 +70,7 @@ def test_scalar_noise_level():
         ((2, 8, 16), {"temporal_kernel": 2}, "temporal_kernel"),
         ((2, 8, 16), {"padding": "reflect"}, "padding"),
         ((2, 8, 16), {"channels": []}, "must be positive"),
+        ((2, 8, 16), {"position_rank": -1}, "position_rank"),
     ],
 )
 def test_rejected_settings(shape, kwargs, expected):
@@ -177,3 +178,22 @@ def test_autocast(precision, device):
     assert torch.isfinite(reduced).all()
     error = (reduced - full).abs().max() / full.abs().max()
     assert error < 0.05
+
+
+def test_without_positional_field():
+    backbone = perturbed(position_rank=0, **KWARGS)
+    assert not any("position_maps" in name for name, _ in backbone.named_parameters())
+    x, c_noise, dates = inputs()
+    assert backbone(x, c_noise, dates).shape == x.shape
+
+
+def test_positional_field_moves_with_the_date():
+    """With the convolutions' input zeroed, the output still depends on position and date."""
+    backbone = perturbed()
+    x, c_noise, dates = inputs(n=1, k=2)
+    later = dates.clone()
+    later[..., 3] += 3
+    zero = torch.zeros_like(x)
+    one, two = backbone(zero, c_noise, dates), backbone(zero, c_noise, later)
+    assert one[0, 0].std() > 0  # varies over the grid
+    assert (one - two).abs().max() > 1e-4
