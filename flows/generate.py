@@ -29,7 +29,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.prepare import prepare_run
-from flows.runner import job_resources, make_task_runner, use_task_runner
+from flows.runner import check_workers, job_resources, make_task_runner, use_task_runner
 from tasks.aggregate import aggregate_size
 from tasks.generate import GenerationSettings, generate_member
 
@@ -103,7 +103,10 @@ def generate_priors(
             n_gpus=n_gpus,
         )
         settings = GenerationSettings.from_plan(plan)
-        with use_task_runner(runner):
+        with use_task_runner(runner) as started:
+            if backend == "address":
+                slots = max(job_resources(job.gpus, backend)["GPU"] for job in pending)
+                check_workers(started.client, slots, hardware.address)
             futures = {}
             for job in pending:
                 with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):

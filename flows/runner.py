@@ -194,6 +194,27 @@ def job_resources(gpus: int, backend: str, n_gpus: int | None = None) -> dict[st
     return {"GPU": max(1, int(gpus))}
 
 
+def check_workers(client: Any, gpus: int, address: str | None = None) -> int:
+    """Check that an existing scheduler's workers can run a job holding ``gpus`` GPU slots.
+
+    A job annotated with ``resources={"GPU": n}`` waits forever on a cluster where no worker
+    advertises that much ``GPU``: refuse it with a one-line ConfigError instead. A scheduler with
+    no worker yet is accepted (workers may join later). Returns the number of fitting workers.
+    """
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    if not workers:
+        return 0
+    fitting = [w for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) >= gpus]
+    if not fitting:
+        where = address or (getattr(client, "scheduler", None) and client.scheduler.address)
+        raise ConfigError(
+            f"hardware.address: none of the {len(workers)} workers at {where} advertises"
+            f" the Dask resource GPU={gpus}; start them with"
+            f" 'dask worker {where} --nthreads 1 --resources GPU={gpus}'"
+        )
+    return len(fitting)
+
+
 @contextlib.contextmanager
 def use_task_runner(runner: Any) -> Iterator[Any]:
     """Start ``runner`` and make it the current flow run's task runner for the block.

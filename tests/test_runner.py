@@ -11,6 +11,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows.runner import (
     TORCH_THREADS_ENV,
+    check_workers,
     job_resources,
     local_cluster,
     local_worker_layout,
@@ -139,3 +140,30 @@ def test_flow_tasks_run_on_an_existing_scheduler(prefect_api):  # noqa: F811
         views = _probe_flow(cluster.scheduler_address)
     assert len(views) == 3
     assert {v["pid"] for v in views} <= worker_pids  # ran on the cluster, not in this process
+
+
+@pytest.mark.integration
+def test_workers_without_the_gpu_resource_are_refused():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as plain,
+        Client(plain) as client,
+        pytest.raises(
+            ConfigError,
+            match=r"hardware\.address: none of the 1 workers at .*"
+            r" --resources GPU=1'",
+        ),
+    ):
+        check_workers(client, 1, plain.scheduler_address)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, resources={"GPU": 2}, dashboard_address=":0"
+        ) as gpus,
+        Client(gpus) as client,
+    ):
+        assert check_workers(client, 2) == 1
+        with pytest.raises(ConfigError, match="GPU=4"):
+            check_workers(client, 4)
+    with LocalCluster(n_workers=0, dashboard_address=":0") as empty, Client(empty) as client:
+        assert check_workers(client, 1) == 0  # workers may join later
