@@ -189,6 +189,13 @@ def run(
     # The in-process Dask scheduler's INFO lines (worker registration...) are noise here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     with ensure_local_server(prefect_home(), keep=keep_server) as server:
+        if server.started:
+            how = "a local server" + (", kept after the run" if keep_server else "")
+        elif server.pid is not None:
+            how = f"the server kept earlier (pid {server.pid}; stop it with: kill {server.pid})"
+        else:
+            how = "PREFECT_API_URL"
+        typer.echo(f"prefect   {server.ui_url} ({how})")
         from flows.generate import generate_priors
 
         with RunProgress(plan):
