@@ -84,3 +84,19 @@ def prepare_run(
         gpus_available = cuda_gpu_count()
     plan = make_plan(config, card, archive, gpus_available=gpus_available)
     return PreparedRun(config, card, checkpoint, archive_path, plan)
+
+
+def check_resume(prepared: PreparedRun) -> bool:
+    """If the run's store exists (a resumed run), check that this config would not change it.
+
+    Writes nothing (:func:`priorflow.store.create_store` only checks an existing store).
+    Returns whether the store exists. Raises ConfigError / StoreError (one line) on a mismatch.
+    """
+    from priorflow.model import file_sha256
+    from priorflow.store import create_store, store_path
+
+    if not (store_path(prepared.run_dir) / "zarr.json").exists():
+        return False
+    provenance = {"checkpoint_sha256": file_sha256(prepared.checkpoint)}
+    create_store(prepared.run_dir, prepared.plan, prepared.config, prepared.card, provenance)
+    return True

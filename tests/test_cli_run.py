@@ -114,6 +114,28 @@ def test_a_missing_archive_of_an_unknown_world_is_not_built(tiny_world, workdir,
     assert code == 2 and "nowhere.zarr" in err and not missing.exists()
 
 
+def test_resuming_with_other_settings_exits_2_before_anything_starts(
+    tiny_world,  # noqa: F811
+    workdir,
+    tmp_path,
+    capsys,
+):
+    from flows.prepare import prepare_run
+    from priorflow.store import create_store, run_provenance
+
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml", tiny_world["model"], tiny_world["archive"]
+    )
+    prepared = prepare_run(config, run_id="resumed")
+    create_store(prepared.run_dir, prepared.plan, prepared.config, prepared.card, run_provenance())
+    before = {p: p.read_bytes() for p in prepared.run_dir.rglob("*") if p.is_file()}
+    code, _, err = run_cli([str(config), "--run-id", "resumed", "--set", "seed=8"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was made with seed = 7, this config gives 8" in err
+    assert {p: p.read_bytes() for p in prepared.run_dir.rglob("*") if p.is_file()} == before
+    assert not (workdir / ".prefect").exists()
+
+
 def test_synthetic_archive_spec_from_the_card(tiny_world, tmp_path):  # noqa: F811
     exact = synthetic_archive_spec(read_card(tiny_world["model"]))
     assert exact["world"]["shape"] == [2, 4, 8]

@@ -159,7 +159,7 @@ def run(
     ),
 ) -> None:
     """Generate a run's prior trajectories with the prior-generation flow (Prefect + Dask)."""
-    from flows.prepare import prepare_run, resolve_config
+    from flows.prepare import check_resume, prepare_run, resolve_config
 
     items = list(overrides)
     resolved = resolve_config(config, items, run_id)  # fixes a default run_id once
@@ -174,10 +174,12 @@ def run(
             )
             build_synthetic_archive(archive, spec)
     prepared = prepare_run(config, items, run_id)  # now with the archive's dates checked
+    resumed = check_resume(prepared)  # a resumed run must not change its store
     plan = prepared.plan
     typer.echo(
         f"run {plan.run_id}: {plan.num_jobs} members ({len(plan.sizes)} sizes x"
         f" {len(plan.start_dates)} dates x {plan.members}) -> {plan.run_dir}"
+        + (" (resumed)" if resumed else "")
     )
 
     import logging
