@@ -159,7 +159,15 @@ def start_server(
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     api_url = f"http://{LOOPBACK}:{port}/api"
-    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
+    env = {
+        **os.environ,
+        **SERVER_ENV,
+        "PREFECT_HOME": str(home),
+        # The UI asks /ui-settings for its API; without these it points at the default port 4200.
+        "PREFECT_SERVER_API_HOST": LOOPBACK,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api_url,
+    }
     # The server must not think it is a client of some other API.
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "prefect", "server", "start"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.request
 
 import pytest
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
@@ -80,6 +81,9 @@ def test_start_export_and_stop(no_api, tmp_path):
         assert os.environ["PREFECT_API_URL"] == server.api_url  # inherited by Dask workers
         assert get_current_settings().api.url == server.api_url  # this process's Prefect
         assert (home / "prefect.db").exists()  # PREFECT_HOME inside the working area
+        # the UI in a browser finds this server's API (not the default port 4200)
+        with urllib.request.urlopen(f"{server.ui_url}/ui-settings", timeout=10) as reply:
+            assert json.loads(reply.read())["api_url"] == server.api_url
         pid = server.pid
     assert not _alive(pid)
     assert not api_healthy(server.api_url, timeout=0.5)
