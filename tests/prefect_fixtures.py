@@ -1,6 +1,8 @@
 """Fixtures for the flow, task-runner and CLI tests: a real Prefect server and a tiny world.
 
-Import the fixtures into a test module (``from tests.prefect_fixtures import prefect_api, ...``).
+Register this module as a plugin (``pytest_plugins = ["tests.prefect_fixtures"]`` in
+``tests/conftest.py``) or import the fixtures into a test module; either way the server and the
+world are made once per test process.
 
 - ``prefect_api`` (session): ``prefect_test_harness`` (a real server subprocess on a temporary
   SQLite database), with ``PREFECT_HOME`` and result storage in temporary folders, and
@@ -27,9 +29,18 @@ TINY_SHAPE = (2, 4, 8)
 TINY_RANGE = ("2000-01-01", "2000-01-31")
 
 
+# One server and one tiny world per test process, however many modules ask for them: a test
+# module that imports a fixture gets its own session-scoped instance of it, and nested
+# ``prefect_test_harness`` servers leave this process's event client talking to the wrong one.
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API URL of a real Prefect server for this test session."""
+    """The API URL of a real Prefect server for this test session (started once)."""
+    if "api_url" in _SHARED:  # another module's instance of this fixture owns the server
+        yield _SHARED["api_url"]
+        return
     from prefect.settings import (
         PREFECT_HOME,
         PREFECT_RESULTS_LOCAL_STORAGE_PATH,
@@ -57,7 +68,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ):
             url = get_current_settings().api.url
             os.environ["PREFECT_API_URL"] = url
-            yield url
+            _SHARED["api_url"] = url
+            try:
+                yield url
+            finally:
+                _SHARED.pop("api_url", None)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -69,6 +84,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"model", "archive", "root"}``: the exact model (K=4) and a January 2000 archive."""
+    if "tiny_world" in _SHARED:
+        return _SHARED["tiny_world"]
     from priorflow.archive import write_synthetic_archive
     from priorflow.synthetic import SyntheticWorld, write_exact_model
 
@@ -77,7 +94,8 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     archive = write_synthetic_archive(
         root / "archive.zarr", *TINY_RANGE, world=SyntheticWorld(TINY_SHAPE)
     )
-    return {"model": model, "archive": archive, "root": root}
+    _SHARED["tiny_world"] = {"model": model, "archive": archive, "root": root}
+    return _SHARED["tiny_world"]
 
 
 def write_run_config(path: Path, model: Path, archive: Path | None, **changes: Any) -> Path:
@@ -156,12 +174,29 @@ def read_flow_artifacts(flow_run_id: Any) -> list[Any]:
         )
 
 
-def read_task_runs(flow_run_id: Any) -> list[Any]:
-    """Every task run of a flow run, from the API."""
+def read_task_runs(flow_run_id: Any, minimum: int = 1, timeout: float = 30.0) -> list[Any]:
+    """Every task run of a flow run, from the API, once the server has recorded them.
+
+    Prefect 3 creates task runs on the client and the server records them from events, a moment
+    later: poll until there are at least ``minimum`` task runs, all in a final state, and their
+    number holds for one more poll (or until ``timeout``).
+    """
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout
+    previous = None
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            final = all(run.state is not None and run.state.is_final() for run in runs)
+            if len(runs) >= minimum and final and previous == len(runs):
+                return runs
+            if time.monotonic() > deadline:
+                return runs
+            previous = len(runs) if final else None
+            time.sleep(0.3)
