@@ -1,7 +1,8 @@
 """Everything checked before a run starts: config, model card, checkpoint, archive, plan.
 
 Shared by ``priorflow run`` (which checks before it starts a Prefect server) and the flow (which
-checks again, as a deployment or a schedule may start it). No Prefect here.
+checks again, as a deployment or a schedule may start it). Prefect only to read the blocks a
+config names (:mod:`blocks.resolve`), imported when a config is resolved.
 """
 
 from __future__ import annotations
@@ -46,8 +47,20 @@ def resolve_config(
     overrides: Iterable[str] | None = None,
     run_id: str | None = None,
 ) -> RunConfig:
-    """:func:`priorflow.config.load_config` with ``run_id`` applied as an override."""
-    return load_config(config_path, config_items(overrides, run_id))
+    """:func:`priorflow.config.load_config` with ``run_id`` applied as an override.
+
+    Prefect blocks the config names (``blocks:``) are read from the Prefect server
+    (:func:`blocks.resolve.resolve_block`); the core gets their plain values.
+    """
+    return load_config(config_path, config_items(overrides, run_id), resolve_block=block_values)
+
+
+def block_values(kind: str, name: str) -> dict[str, Any]:
+    """:func:`blocks.resolve.resolve_block`, imported (with Prefect) only when a config names a
+    block."""
+    from blocks.resolve import resolve_block
+
+    return resolve_block(kind, name)
 
 
 def prepare_run(

@@ -1,8 +1,8 @@
 """The run config: a YAML file (plus ``--set key=value`` overrides) validated into :class:`RunConfig`.
 
 The keys are those of the original generation script's config (same meaning), plus ``seed``,
-``output_dir``, ``run_id``, ``archive``, ``fold_mode``, ``blanket_batch`` and ``check``. Unknown
-keys are errors at every level. Every problem is reported as one line,
+``output_dir``, ``run_id``, ``archive``, ``fold_mode``, ``blanket_batch``, ``check`` and
+``blocks``. Unknown keys are errors at every level. Every problem is reported as one line,
 ``<dotted.key>: <bad value> — <what is allowed>``, in a :class:`~priorflow.errors.ConfigError`.
 
 Paths (``model_path``, ``archive``, ``output_dir``): a relative path written in the config file is
@@ -28,6 +28,24 @@ Example (the original documentation's, which validates unchanged)::
       gpus_per_node: 4
       gen: {cpus: 8, ram: "64GB", time: "6:00:00", partition: gpu, gpus: 1}
       aggregate: {cpus: 4, ram: "32GB", time: "1:00:00", partition: cpu}
+
+Prefect blocks (``blocks:``): a config may name saved blocks instead of paths and settings::
+
+    blocks:
+      model: reference        # a prior-model block: model_path and model_target
+      archive: synthetic      # a latent-archive block: archive
+      cluster: my-slurm       # a cluster-profile block: the defaults of hardware
+
+The names are resolved by the caller's ``resolve_block(kind, name) -> mapping`` (the Prefect
+code in ``blocks/``; this module imports no Prefect) into config values *before* validation. A
+block fills in the keys the config leaves out; the config's own keys win (``hardware`` is merged
+key by key), except that ``model_path`` with ``blocks.model`` (or ``archive`` with
+``blocks.archive``) is an error. The resolved config (``config.yaml`` of a run) holds the values,
+not the names.
+
+``run_id`` may be a template with the current local time, ``nightly-{now:%Y%m%d}``: it is
+filled in when the config is loaded (so each night of a schedule is a new run, and a rerun on
+the same night resumes it).
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,6 +77,8 @@ from priorflow.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "AggregateResources",
+    "BlockNames",
+    "BlockResolver",
     "Diffusion",
     "GenResources",
     "Hardware",
@@ -74,6 +94,12 @@ __all__ = [
 
 BACKENDS: tuple[str, ...] = ("local", "slurm", "address", "pbs", "lsf")
 PATH_KEYS: tuple[str, ...] = ("model_path", "archive", "output_dir")
+BLOCK_KINDS: tuple[str, ...] = ("model", "archive", "cluster")
+
+#: ``resolve_block(kind, name) -> config values``: ``kind`` is one of :data:`BLOCK_KINDS`; the
+#: mapping holds config keys (``{"model_path": ..., "model_target": ...}``, ``{"archive": ...}``,
+#: ``{"hardware": {...}}``). Raises ConfigError (one line) for an unknown name.
+BlockResolver = Callable[[str, str], Mapping[str, Any]]
 DEFAULT_OUTPUT_DIR = "runs"
 
 StrictInt = Annotated[int, Field(strict=True)]
@@ -285,7 +311,17 @@ class GenResources(Resources):
 
 
 class AggregateResources(Resources):
-    """``hardware.aggregate``: one aggregation job per trajectory size. Default: no GPU."""
+    """``hardware.aggregate``: one aggregation job per trajectory size. Default: no GPU.
+
+    ``where``: ``flow`` (default) aggregates in the flow's own process (cheap: it reads the
+    marks and one member at a time); ``worker`` runs the aggregation tasks on a separate CPU
+    worker with these resources (a batch job of its own on slurm/pbs/lsf, a local worker
+    process otherwise), for runs too large for the machine the flow runs on.
+    """
+
+    where: Literal["flow", "worker"] = Field(
+        default="flow", description="flow (in the flow process) or worker (a CPU worker)"
+    )
 
 
 class Hardware(_Strict):
@@ -306,8 +342,42 @@ class Hardware(_Strict):
     max_workers: StrictInt | None = Field(
         default=None, ge=1, description="most workers (cluster jobs) at once; null = one per job"
     )
+    interface: str | None = Field(
+        default=None,
+        description="network interface of the Dask scheduler and workers (ib0, lo); null ="
+        " dask's choice",
+    )
+    scheduler_host: str | None = Field(
+        default=None,
+        description="address the Dask scheduler listens on, reachable from the compute nodes;"
+        " null = dask's choice",
+    )
+    job_prologue: list[str] | None = Field(
+        default=None,
+        description="shell lines run in each batch job before the worker (module load ...)",
+    )
+    local_directory: str | None = Field(
+        default=None,
+        description="the workers' scratch folder (e.g. node-local $TMPDIR); null ="
+        " <run_dir>/cluster/scratch",
+    )
+    python: str | None = Field(
+        default=None, description="the Python on the compute nodes; null = this interpreter"
+    )
+    job_directives_skip: list[str] | None = Field(
+        default=None,
+        description="batch-script header lines containing any of these are dropped (--mem)",
+    )
     gen: GenResources = Field(default_factory=GenResources)
     aggregate: AggregateResources = Field(default_factory=AggregateResources)
+
+    @field_validator("job_prologue", "job_directives_skip", mode="before")
+    @classmethod
+    def _lines(cls, value: Any) -> Any:
+        """A string is one line per line (a YAML block scalar); a list is kept."""
+        if isinstance(value, str):
+            return [line for line in value.splitlines() if line.strip()]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Hardware:
@@ -328,6 +398,25 @@ class Hardware(_Strict):
                     f" ({self.gpus_per_node}); a job runs on one node"
                 )
         return self
+
+
+class BlockNames(_Strict):
+    """``blocks``: Prefect blocks named instead of paths and settings (see the module docstring).
+
+    Only the names are kept after validation; their values are already in the config.
+    """
+
+    model: str | None = Field(
+        default=None, description="a prior-model block: sets model_path and model_target"
+    )
+    archive: str | None = Field(default=None, description="a latent-archive block: sets archive")
+    cluster: str | None = Field(
+        default=None, description="a cluster-profile block: the defaults of hardware"
+    )
+
+    def named(self) -> dict[str, str]:
+        """``{kind: name}`` of the blocks given."""
+        return {kind: name for kind, name in self.model_dump().items() if name}
 
 
 class RunConfig(_Strict):
@@ -374,6 +463,9 @@ class RunConfig(_Strict):
         default=None, ge=1, description="blankets per backbone call; null = all at once"
     )
     check: dict[str, Any] = Field(default_factory=dict, description="prior-check settings")
+    blocks: BlockNames = Field(
+        default_factory=BlockNames, description="Prefect blocks named instead of paths/settings"
+    )
 
     @field_validator("trajectory_sizes", mode="before")
     @classmethod
@@ -408,6 +500,20 @@ class RunConfig(_Strict):
             dates.append(parsed)
         return dates
 
+    @field_validator("run_id", mode="before")
+    @classmethod
+    def _run_id_template(cls, value: Any) -> Any:
+        """``nightly-{now:%Y%m%d}`` -> ``nightly-20260314`` (local time, when loaded)."""
+        if isinstance(value, str) and "{" in value:
+            try:
+                return value.format(now=datetime.now())
+            except (KeyError, IndexError, ValueError, AttributeError):
+                raise _Problem(
+                    f"{_show(value)} — a template may only use {{now:FORMAT}}, e.g."
+                    " nightly-{now:%Y%m%d}"
+                ) from None
+        return value
+
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
@@ -438,9 +544,10 @@ class RunConfig(_Strict):
     def resolved(self) -> dict[str, Any]:
         """The config as plain YAML/JSON data, every default filled in (reloads to an equal config).
 
-        Start dates are written ``"YYYY-MM-DD Hh"`` and sizes as a string (``"24-26"``).
+        Start dates are written ``"YYYY-MM-DD Hh"`` and sizes as a string (``"24-26"``). The
+        block names are left out: their values are in the config (it reloads without Prefect).
         """
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude={"blocks"})
         data["trajectory_sizes"] = format_sizes(self.trajectory_sizes)
         data["start_dates"] = [f"{d:%Y-%m-%d} {d.hour}h" for d in self.start_dates]
         return data
@@ -690,13 +797,19 @@ def _resolve_path(value: Any, base: Path) -> Any:
     return os.path.normpath(path)
 
 
-def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> RunConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Iterable[str] = (),
+    resolve_block: BlockResolver | None = None,
+) -> RunConfig:
     """Read a run config YAML, apply ``--set`` overrides, validate.
 
     Arguments:
         path: the YAML file (``yaml.safe_load`` semantics, but a key given twice is an error and
             unquoted dates stay text).
         overrides: ``"key.sub=value"`` items (:func:`parse_overrides`), applied in order.
+        resolve_block: turns the ``blocks:`` names into config values (see the module
+            docstring); needed only when the config names blocks.
 
     Relative paths in the file are resolved against the file's directory; relative paths given
     as overrides against the current working directory. An unset ``output_dir`` is ``runs`` in
@@ -709,13 +822,14 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     path = Path(path).expanduser()
     changes = parse_overrides(overrides)
     data = _read_yaml(path)
-    return _build(data, changes, path.resolve().parent)
+    return _build(data, changes, path.resolve().parent, resolve_block)
 
 
 def config_from_mapping(
     data: dict[str, Any],
     overrides: Iterable[str] = (),
     base_dir: str | os.PathLike[str] | None = None,
+    resolve_block: BlockResolver | None = None,
 ) -> RunConfig:
     """Validate a config given as a mapping (a deployment's or the Prefect UI's parameters).
 
@@ -727,11 +841,78 @@ def config_from_mapping(
             f"config: {_show(data)} — it must be a mapping of keys (model_path: ..., ...)"
         )
     changes = parse_overrides(overrides)
-    return _build(copy.deepcopy(data), changes, Path(base_dir or Path.cwd()).resolve())
+    return _build(
+        copy.deepcopy(data), changes, Path(base_dir or Path.cwd()).resolve(), resolve_block
+    )
+
+
+def _merge_defaults(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` with ``own`` on top, mapping by mapping (``own``'s values win)."""
+    merged = dict(defaults)
+    for key, value in own.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge_defaults(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+#: The config keys each kind of block may set (a resolver returning others is a bug).
+_BLOCK_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("model_path", "model_target"),
+    "archive": ("archive",),
+    "cluster": ("hardware",),
+}
+
+
+def _apply_blocks(data: dict[str, Any], resolve_block: BlockResolver | None) -> dict[str, Any]:
+    """Replace the ``blocks:`` names of ``data`` by the values of the blocks (before validation).
+
+    The names stay in ``data["blocks"]`` (validated as :class:`BlockNames`).
+    """
+    names = data.get("blocks")
+    if not isinstance(names, dict) or not any(names.values()):
+        return data
+    unknown = [kind for kind in names if kind not in BLOCK_KINDS]
+    if unknown:  # let validation name it (unknown key with a suggestion)
+        return data
+    given = {kind: name for kind, name in names.items() if name}
+    for kind, name in given.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"blocks.{kind}: {_show(name)} — the name of a saved block (text)")
+    if resolve_block is None:
+        shown = ", ".join(f"{kind}: {name}" for kind, name in given.items())
+        raise ConfigError(
+            f"blocks: the config names Prefect blocks ({shown}) — they are read from a Prefect"
+            " server: set PREFECT_API_URL (or keep a server with priorflow run --keep-server),"
+            " or write the paths and settings instead"
+        )
+    for own_key, kind in (("model_path", "model"), ("archive", "archive")):
+        if kind in given and data.get(own_key):
+            raise ConfigError(
+                f"{own_key}: {_show(data[own_key])} — blocks.{kind} ({given[kind]}) gives it"
+                f" too; keep one of {own_key} and blocks.{kind}"
+            )
+    for kind, name in given.items():
+        values = dict(resolve_block(kind, name))
+        extra = sorted(set(values) - set(_BLOCK_KEYS[kind]))
+        if extra:
+            raise ConfigError(
+                f"blocks.{kind}: {name!r} gave {', '.join(extra)} — a {kind} block sets only"
+                f" {', '.join(_BLOCK_KEYS[kind])}"
+            )
+        for key in ("model_path", "archive"):
+            if key in values:
+                values[key] = _resolve_path(values[key], Path.cwd())
+        data = _merge_defaults(values, data)
+    return data
 
 
 def _build(
-    data: dict[str, Any], changes: list[tuple[tuple[str, ...], Any]], base: Path
+    data: dict[str, Any],
+    changes: list[tuple[tuple[str, ...], Any]],
+    base: Path,
+    resolve_block: BlockResolver | None = None,
 ) -> RunConfig:
     for key in PATH_KEYS:
         if key in data:
@@ -751,5 +932,6 @@ def _build(
                 )
             node = child
         node[parts[-1]] = value
+    data = _apply_blocks(data, resolve_block)
     data.setdefault("output_dir", os.path.normpath(Path.cwd() / DEFAULT_OUTPUT_DIR))
     return _validate(data)

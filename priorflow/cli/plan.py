@@ -29,7 +29,10 @@ def plan(
     from priorflow.plan import format_plan, make_plan, resolve_archive_path
 
     items = list(overrides) + ([f"run_id={run_id}"] if run_id else [])
-    run_config = load_config(config, items)
+    # Prefect blocks named in the config are read from the Prefect server (imported only then).
+    from flows.prepare import block_values
+
+    run_config = load_config(config, items, resolve_block=block_values)
     card = read_card(run_config.model_path)
     archive = None
     archive_path = resolve_archive_path(run_config, card)

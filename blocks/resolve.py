@@ -1,0 +1,88 @@
+"""Resolve the ``blocks:`` names of a run config on the Prefect server (for the core's loader).
+
+:func:`resolve_block` is the ``resolve_block`` argument of :func:`priorflow.config.load_config`:
+``resolve_block("model", "reference")`` loads the ``prior-model`` block ``reference`` and returns
+its config values (``{"model_path": ..., "model_target": ...}``). A name may carry its type's
+slug (``prior-model/reference``).
+
+The server: ``PREFECT_API_URL`` (environment or Prefect profile; it must answer), else a server
+``priorflow run --keep-server`` kept (``.prefect/server.json``). With neither, a config naming
+blocks is a one-line ConfigError, so ``priorflow plan`` works offline for configs without blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from blocks.models import BLOCK_CLASSES
+from priorflow.errors import ConfigError
+
+
+def blocks_api_url(kind: str = "model", name: str = "?") -> str:
+    """The Prefect API that holds the blocks; ConfigError (one line) when none answers."""
+    from flows.server import api_healthy, configured_api_url, read_record
+    from priorflow.cli.run import prefect_home
+
+    url = configured_api_url()
+    if url:
+        if not api_healthy(url, timeout=5.0):
+            raise ConfigError(
+                f"blocks.{kind}: {name!r} is a Prefect block, but PREFECT_API_URL {url!r} does"
+                " not answer — start that server, or write the paths/settings instead"
+            )
+        return url
+    record = read_record(prefect_home())
+    if record is not None:
+        return record["api_url"]
+    raise ConfigError(
+        f"blocks.{kind}: {name!r} is a Prefect block, and no Prefect server is known — export"
+        " PREFECT_API_URL=http://HOST:PORT/api (or keep one with priorflow run --keep-server),"
+        " or write the paths/settings instead"
+    )
+
+
+@contextlib.contextmanager
+def _api(url: str) -> Iterator[None]:
+    from flows.server import configured_api_url, use_api_url
+
+    if configured_api_url() == url:
+        yield
+    else:
+        with use_api_url(url):
+            yield
+
+
+def load_block(kind: str, name: str) -> Any:
+    """The saved block ``name`` of the kind ``model`` / ``archive`` / ``cluster``."""
+    if kind not in BLOCK_CLASSES:
+        raise ConfigError(f"blocks.{kind}: unknown kind — blocks takes {', '.join(BLOCK_CLASSES)}")
+    cls = BLOCK_CLASSES[kind]
+    slug = cls.get_block_type_slug()
+    prefix, _, short = name.rpartition("/")
+    if prefix and prefix != slug:
+        raise ConfigError(
+            f"blocks.{kind}: {name!r} is a {prefix} block — blocks.{kind} takes a {slug} block"
+            f" (write {slug}/NAME or just NAME)"
+        )
+    url = blocks_api_url(kind, name)
+    with _api(url):
+        try:
+            return cls.load(short)
+        except Exception as error:
+            text = " ".join(str(error).split())
+            if "Unable to find" in text or "not found" in text.lower():
+                raise ConfigError(
+                    f"blocks.{kind}: no {slug} block named {short!r} on {url} — create it in"
+                    f" the UI (Blocks) or with {cls.__name__}(...).save({short!r}); list them"
+                    " with: prefect block ls"
+                ) from None
+            raise ConfigError(
+                f"blocks.{kind}: {name!r} could not be loaded from {url}: {text[:200]}"
+            ) from None
+
+
+def resolve_block(kind: str, name: str) -> dict[str, Any]:
+    """Config values of the block ``name`` (see the module docstring)."""
+    return load_block(kind, name).config_values()
