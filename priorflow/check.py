@@ -38,6 +38,20 @@ Known limits of blanket composition (measured with the exact synthetic-world den
 about 6-7% low, the seam index is about 1.15-1.2, and the lag correlation beyond the blanket
 decays faster than the world's (lag 6: 0.23 for 0.53; lag 12: 0.00 for 0.28). The defaults judge
 autocorrelation at lags 1-2 only and leave room for these; the metrics store keeps every lag.
+
+Calibration (worst channel; demo settings: 3 dates x 2 members x 72 states, 32 lms steps):
+
+=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
+model               bias   std    SSR   CRPS   acf(2)  seams spectrum  diurnal  verdict
+=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
+exact (64 steps)*   0.03   0.93   0.94  0.99   -0.07   1.20  0.11      0.93     pass
+reference           0.05   0.92   0.94  0.98   -0.14   1.18  0.49      1.26     pass
+reference x1.5      2.2    2.95   0.69  2.70   -0.87   1.07  1.69      6.6      fail
+reference shuffled  1.8    2.01   0.70  1.68   -0.80   1.03  2.85      0.00     fail
+defaults            0.25   0.8-1.2 0.7-1.3 1.25 ±0.2   1.5   0.75      0.5-1.6
+=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
+
+(* 4 dates x 4 members x 48 states; CRPS is the fair CRPS over the climatology ensemble's.)
 """
 
 from __future__ import annotations
@@ -99,10 +113,10 @@ class CheckConfig(BaseModel):
     max_crps_ratio: float = Field(
         default=1.25, gt=0, description="fair CRPS of the prior / of climatology"
     )
-    max_acf_error: float = Field(default=0.15, gt=0, description="|acf - archive acf|")
+    max_acf_error: float = Field(default=0.2, gt=0, description="|acf - archive acf|")
     max_seam_index: float = Field(default=1.5, gt=0, description="seam discontinuity index")
     max_spectrum_error: float = Field(
-        default=0.5, gt=0, description="RMS log2 ratio of normalised zonal spectra"
+        default=0.75, gt=0, description="RMS log2 ratio of normalised zonal spectra"
     )
     min_diurnal_ratio: float = Field(default=0.5, ge=0, description="diurnal amplitude, low")
     max_diurnal_ratio: float = Field(default=1.6, gt=0, description="diurnal amplitude, high")
