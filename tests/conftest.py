@@ -11,8 +11,9 @@ import os
 import pytest
 import torch
 
-# The session fixture `slurm_cluster` (a real single-node SLURM on loopback) for any test module.
-pytest_plugins = ["tests.slurm_local"]
+# Shared session fixtures: `slurm_cluster` (a real single-node SLURM on loopback) and the one
+# real Prefect server per test process with its tiny synthetic world.
+pytest_plugins = ["tests.slurm_local", "tests.prefect_fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
