@@ -77,7 +77,8 @@ def generate_trajectory(
 
     Returns:
         The trimmed :class:`Trajectory` with a small record: seconds, device, host,
-        denoiser and blanket evaluations, padded size, number of blankets, finite, mean, std.
+        denoiser and blanket evaluations, the blanket batch used, padded size, number of
+        blankets, finite, mean, std.
     """
     began = time.perf_counter()
     plan = BlanketPlan(trajectory_size, model.blanket_size, overlap)
@@ -112,6 +113,8 @@ def generate_trajectory(
         "precision": precision,
         "denoiser_evaluations": blanket_denoiser.calls,
         "blanket_evaluations": blanket_denoiser.blanket_evaluations,
+        # blankets per backbone call in the end (lowered on out-of-memory); None: all at once
+        "blanket_batch": blanket_denoiser.batch_size,
         "padded_size": plan.padded_size,
         "num_blankets": plan.num_blankets,
         "finite": finite,

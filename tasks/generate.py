@@ -215,8 +215,8 @@ def run_job(
             torch.cuda.empty_cache()
             batch = max(1, batch // 2)
             log(f"{job.name}: CUDA out of memory; retrying with blanket_batch={batch}")
-    record = dict(trajectory.record)
-    record.update({"blanket_batch": batch, "torch_threads": threads, "worker": _worker_name()})
+    record = dict(trajectory.record)  # its blanket_batch is the one the core ended up using
+    record.update({"torch_threads": threads, "worker": _worker_name()})
     mark = write_member(run_dir, job, trajectory.latent, record)
     log(
         f"{job.name}: {record['seconds']:.1f} s on {record['device']}, "

@@ -67,7 +67,7 @@ def test_shapes_timestamps_and_record() -> None:
     assert record["padded_size"] == 32 and record["num_blankets"] == 7
     assert record["denoiser_evaluations"] == 12  # pc: (corrections + 1) per step
     assert record["blanket_evaluations"] == 12 * 7
-    assert record["finite"] is True and record["steps"] == 6
+    assert record["finite"] is True and record["steps"] == 6 and record["blanket_batch"] is None
     assert record["mean"] == pytest.approx(float(out.latent.mean()))
     assert set(record) >= {"seconds", "device", "host", "precision", "std"}
 
