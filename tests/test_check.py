@@ -354,7 +354,7 @@ def reference(archive):
 
 @pytest.mark.slow
 def test_reference_model_passes_the_defaults(reference, archive, tmp_path):
-    run = make_run(tmp_path, reference, archive, run_id="reference", members=3, steps=32)
+    run = make_run(tmp_path, reference, archive, run_id="reference", members=2, steps=32)
     result = run_check(run, QUICK)
     assert result.passed, result.reasons
 
