@@ -11,8 +11,9 @@ persistence), ``sample`` (prior, archive), ``lead`` (hours), ``channel``, ``lag`
 ``pairs`` (all, inside, across), ``wavenumber``, ``member``, ``plot_channel``, and holds:
 
 - ``rmse``, ``spread``, ``ssr``, ``crps``, ``fair_crps`` ``(source, lead, channel)``: per lead,
-  averaged over dates and points (RMSE and spread are root-mean-squares); the pooled
-  ``ssr_pooled`` and ``fair_crps_mean`` ``(source, channel)`` over all leads;
+  averaged over dates and points (RMSE and spread are root-mean-squares; the SSR is NaN for one
+  member, e.g. persistence); the pooled ``ssr_pooled`` and ``fair_crps_mean``
+  ``(source, channel)`` over all leads;
 - ``mean_bias`` ``(sample, channel)``: mean of ``x - clim_mean`` over dates, members, leads and
   points; ``std`` ``(sample, channel)``: the standard deviation around ``clim_mean + bias``
   (minus the variance of the climatological mean estimate); ``clim_std`` ``(channel)``: the
@@ -255,6 +256,8 @@ def evaluate_group(
             for i in range(3)
         ]
     )
+    single = members < 2  # one member has no spread: no spread-skill ratio
+    ssr[single], ssr_pooled[single] = np.nan, np.nan
     crps, fair = stack("crps"), stack("fair")
 
     clim_std_lead = np.sqrt(clim_var / n)
