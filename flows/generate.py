@@ -1,19 +1,24 @@
 """The prior-generation flow: one Prefect task per (trajectory size, start date, member).
 
-``generate_priors(config_path, overrides, run_id)`` (flow ``prior-generation``):
+``generate_priors(config_path, overrides, run_id, check)`` (flow ``prior-generation``):
 
 1. validates the config, model card, checkpoint and archive and plans the run
    (:func:`flows.prepare.prepare_run`; a user error fails the flow with its one-line message);
 2. creates the store schema-first (or checks the existing one when a run_id is resumed), with the
    flow run id in its provenance;
-3. builds the Dask task runner from ``hardware`` (:mod:`flows.runner`) and submits every job
-   that has no done mark at once, each under ``dask.annotate(resources={"GPU": n})``;
+3. builds the Dask task runner from ``hardware`` (:func:`flows.runner.open_task_runner`: a
+   LocalCluster, an existing scheduler, or a SLURM/PBS/LSF cluster scaled to the pending jobs,
+   its job script recorded as an artifact) and submits every job that has no done mark at
+   once, each under ``dask.annotate(resources={"GPU": n})``;
 4. waits for all of them, recording the jobs that failed (a task's exception after its retries,
    or a Dask error such as ``KilledWorker``, which Prefect does not turn into a task state);
 5. aggregates every complete trajectory size (:mod:`tasks.aggregate`: table, report and link
-   artifacts);
-6. ends Failed, naming the missing members, if any member has no done mark; else returns the run
-   directory.
+   artifacts), in the flow process, or on a CPU worker with ``hardware.aggregate.where:
+   worker``;
+6. ends Failed, naming the missing members, if any member has no done mark;
+7. with ``check=True`` (the nightly deployment), runs the prior check (:mod:`tasks.check`) with
+   the config's ``check:`` thresholds and ends Failed when its verdict is fail (the reasons one
+   per line); else returns the run directory.
 
 A rerun with the same ``run_id`` resumes: done members are not submitted again, and a finished
 run is left byte-identical (aggregation writes nothing when the marks have not changed).
@@ -21,15 +26,23 @@ run is left byte-identical (aggregation writes nothing when the marks have not c
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import dask
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.prepare import prepare_run
-from flows.runner import check_workers, job_resources, make_task_runner, use_task_runner
+from flows.runner import (
+    aggregation_runner,
+    check_workers,
+    job_resources,
+    open_task_runner,
+    use_task_runner,
+)
 from tasks.aggregate import aggregate_size
 from tasks.generate import GenerationSettings, generate_member
 
@@ -53,7 +66,10 @@ def _names(names: list[str]) -> str:
 
 @flow(name=FLOW_NAME, persist_result=False)
 def generate_priors(
-    config_path: str, overrides: list[str] | None = None, run_id: str | None = None
+    config_path: str,
+    overrides: list[str] | None = None,
+    run_id: str | None = None,
+    check: bool = False,
 ) -> str:
     """Generate the prior trajectories of a run config into its zarr store.
 
@@ -63,6 +79,8 @@ def generate_priors(
             ``["diffusion.num_steps=32"]``).
         run_id: the run's name (default: the config's ``run_id``, else a new timestamped one);
             reuse one to resume that run.
+        check: run the prior check after generation (unless the config says
+            ``check.enabled: false``); the flow fails when the check fails.
 
     Returns:
         The run directory ``<output_dir>/<run_id>`` (``prior.zarr``, ``config.yaml``).
@@ -96,14 +114,13 @@ def generate_priors(
             from flows.runner import cuda_gpu_count
 
             n_gpus = cuda_gpu_count()
-        runner = make_task_runner(
-            backend,
-            gpus_per_job=max(job.gpus for job in pending),
-            address=hardware.address,
-            n_gpus=n_gpus,
-        )
         settings = GenerationSettings.from_plan(plan)
-        with use_task_runner(runner) as started:
+        with (
+            open_task_runner(
+                hardware, run_dir, pending, run_id=plan.run_id, n_gpus=n_gpus
+            ) as runner,
+            use_task_runner(runner) as started,
+        ):
             if backend == "address":
                 slots = max(job_resources(job.gpus, backend)["GPU"] for job in pending)
                 check_workers(started.client, slots, hardware.address)
@@ -121,17 +138,9 @@ def generate_priors(
         logger.info(f"all {plan.num_jobs} members already done; nothing to generate")
 
     missing = {job.name for job in missing_jobs(run_dir, plan)}
-    aggregates = {
-        size.group: aggregate_size.submit(run_dir, size.group)
-        for size in plan.sizes
-        if not any(job.name in missing for job in size.jobs)
-    }
-    for group, future in aggregates.items():
-        try:
-            future.result()
-        except Exception as error:
-            failed[f"aggregate-{group}"] = _one_line(error)
-            logger.error(f"aggregation of {group} failed: {failed[f'aggregate-{group}']}")
+    complete = [s.group for s in plan.sizes if not any(j.name in missing for j in s.jobs)]
+    if complete:
+        failed |= _aggregate(prepared.config.hardware, run_dir, plan.run_id, complete)
 
     missing_names = [job.name for job in plan.jobs if job.name in missing]
     if missing_names:
@@ -145,4 +154,38 @@ def generate_priors(
         raise MissingMembersError(
             f"run {plan.run_id}: {_names(sorted(failed))} failed: {next(iter(failed.values()))}"
         )
+    if check:
+        _check(run_dir, prepared.config.check, logger)
     return run_dir
+
+
+def _aggregate(hardware: Any, run_dir: str, run_id: str, groups: list[str]) -> dict[str, str]:
+    """Aggregate ``groups`` where ``hardware.aggregate.where`` says; the failures by name."""
+    logger = get_run_logger()
+    failed: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if hardware.aggregate.where == "worker":
+            runner = stack.enter_context(
+                aggregation_runner(hardware, run_dir, len(groups), run_id=run_id)
+            )
+            stack.enter_context(use_task_runner(runner))
+        futures = {group: aggregate_size.submit(run_dir, group) for group in groups}
+        for group, future in futures.items():
+            try:
+                future.result()
+            except Exception as error:
+                failed[f"aggregate-{group}"] = _one_line(error)
+                logger.error(f"aggregation of {group} failed: {failed[f'aggregate-{group}']}")
+    return failed
+
+
+def _check(run_dir: str, section: dict[str, Any], logger: Any) -> None:
+    """The prior check of the run with the config's ``check:`` thresholds (raises on fail)."""
+    from priorflow.check import CheckConfig
+    from tasks.check import check_priors
+
+    thresholds = CheckConfig.parse(section)
+    if not thresholds.enabled:
+        logger.info("prior check skipped: the config says check.enabled: false")
+        return
+    check_priors(run_dir, thresholds.model_dump())

@@ -7,7 +7,13 @@
   device: it makes each job hold the whole worker, so exactly one job runs at a time, as on a GPU.
 - ``address``: an existing Dask scheduler (``hardware.address``); its workers must advertise the
   ``GPU`` resource (``dask worker ADDRESS --resources GPU=1``).
-- ``slurm``: not available yet (a later issue).
+- ``slurm``, ``pbs``, ``lsf``: a dask-jobqueue cluster of batch jobs, one worker per job, sized
+  by ``hardware.gen`` and scaled to ``min(pending jobs, hardware.max_workers)`` jobs
+  (:mod:`flows.jobqueue`); its job script is recorded as an artifact of the run.
+
+:func:`open_task_runner` gives the task runner of any backend for a block (the cluster of a
+batch backend is closed when it ends); :func:`aggregation_runner` the one of
+``hardware.aggregate.where: worker``.
 
 Jobs are submitted under ``dask.annotate(resources=job_resources(...))``, so a worker runs as many
 jobs at a time as it has GPU slots.
@@ -32,8 +38,9 @@ if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
 TORCH_THREADS_ENV = "PRIORFLOW_TORCH_THREADS"
-BACKENDS = ("local", "address", "slurm")
-AVAILABLE_BACKENDS = ("local", "address")
+BACKENDS = ("local", "address", "slurm", "pbs", "lsf")
+AVAILABLE_BACKENDS = BACKENDS
+JOBQUEUE_BACKENDS = ("slurm", "pbs", "lsf")
 
 
 def torch_threads(default: int = 1) -> int:
@@ -132,11 +139,6 @@ def check_backend(backend: str) -> str:
     """``backend`` if a task runner can be built for it here, else a one-line ConfigError."""
     if backend in AVAILABLE_BACKENDS:
         return backend
-    if backend in BACKENDS or backend in ("pbs", "lsf"):
-        raise ConfigError(
-            f"hardware.backend: {backend} is not available yet; use"
-            f" {' or '.join(AVAILABLE_BACKENDS)}"
-        )
     raise ConfigError(
         f"hardware.backend: {backend!r} is not a backend; use one of {', '.join(BACKENDS)}"
     )
@@ -153,7 +155,8 @@ def make_task_runner(
     """The ``DaskTaskRunner`` for ``hardware.backend``.
 
     Arguments:
-        backend: ``local`` or ``address`` (``slurm``: ConfigError, not available yet).
+        backend: ``local`` or ``address`` (the batch backends need a cluster that lives as long
+            as the runner: use :func:`open_task_runner`).
         gpus_per_job: GPUs one job holds (the largest over the run's jobs).
         address: the scheduler address for ``address``.
         n_gpus: CUDA GPUs on this machine (default: detected).
@@ -182,7 +185,67 @@ def make_task_runner(
                 " e.g. 'tcp://10.0.0.5:8786'"
             )
         return DaskTaskRunner(address=address)
-    raise AssertionError(f"no task runner for backend {backend}")  # pragma: no cover
+    raise ConfigError(
+        f"hardware.backend: {backend} needs a cluster for the run; use open_task_runner"
+    )
+
+
+@contextlib.contextmanager
+def open_task_runner(
+    hardware: Any,
+    run_dir: str | os.PathLike[str],
+    pending: list[Any],
+    *,
+    run_id: str | None = None,
+    n_gpus: int | None = None,
+) -> Iterator[Any]:
+    """The task runner of ``hardware.backend`` for the generation jobs ``pending``.
+
+    ``local``/``address``: :func:`make_task_runner`. ``slurm``/``pbs``/``lsf``: a batch cluster
+    (:func:`flows.jobqueue.jobqueue_runner`) with ``min(len(pending), hardware.max_workers)``
+    worker jobs of ``max(job.gpus)`` GPUs each, closed when the block ends.
+    """
+    gpus_per_job = max((int(job.gpus) for job in pending), default=0)
+    backend = check_backend(hardware.backend)
+    if backend in JOBQUEUE_BACKENDS:
+        from flows.jobqueue import jobqueue_runner
+
+        with jobqueue_runner(hardware, run_dir, pending, gpus_per_job, run_id=run_id) as started:
+            yield started.runner
+        return
+    yield make_task_runner(
+        backend, gpus_per_job=max(1, gpus_per_job), address=hardware.address, n_gpus=n_gpus
+    )
+
+
+@contextlib.contextmanager
+def aggregation_runner(
+    hardware: Any, run_dir: str | os.PathLike[str], sizes: int, *, run_id: str | None = None
+) -> Iterator[Any]:
+    """The task runner of ``hardware.aggregate.where: worker``: CPU workers with the
+    ``hardware.aggregate`` resources, one per size at most (``hardware.max_workers`` bounds it).
+
+    ``local``: one worker process (no GPU); ``address``: the existing scheduler's workers; a
+    batch backend: batch jobs of their own (``kind="aggregate"``, no GPU).
+    """
+    from prefect_dask import DaskTaskRunner
+
+    backend = check_backend(hardware.backend)
+    if backend in JOBQUEUE_BACKENDS:
+        from flows.jobqueue import jobqueue_runner
+
+        with jobqueue_runner(
+            hardware, run_dir, sizes, 0, kind="aggregate", run_id=run_id
+        ) as started:
+            yield started.runner
+        return
+    if backend == "address":
+        yield DaskTaskRunner(address=hardware.address)
+        return
+    yield DaskTaskRunner(
+        cluster_class=local_cluster,
+        cluster_kwargs={"n_workers": 1, "torch_threads": hardware.aggregate.cpus},
+    )
 
 
 def job_resources(gpus: int, backend: str, n_gpus: int | None = None) -> dict[str, int]:

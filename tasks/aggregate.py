@@ -5,7 +5,8 @@ checked against its data, per-member summaries, consolidated metadata; nothing i
 the marks have not changed) and creates three artifacts, keyed per run and size so that the UI
 lists them (``priorflow-<run_id>-<group>-members`` / ``-report`` / ``-store``):
 
-- a table of members: size, date, member, seed, seconds, device, worker host, mean, std, finite;
+- a table of members: size, date, member, seed, seconds, device, worker host, SLURM job id and
+  GPU ids the job saw, mean, std, finite;
 - a markdown report: config summary, plan, timings, where the store is and how to open it;
 - a link to the store.
 """
@@ -34,6 +35,8 @@ MEMBER_COLUMNS = (
     "seconds",
     "device",
     "host",
+    "slurm_job",
+    "gpus",
     "mean",
     "std",
     "finite",
@@ -63,12 +66,18 @@ def member_rows(marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seconds": round(seconds, 2) if isinstance(seconds, int | float) else None,
                 "device": record.get("device"),
                 "host": record.get("host"),
+                "slurm_job": record.get("slurm_job_id"),
+                "gpus": ",".join(str(g) for g in record.get("gpu_ids") or []) or None,
                 "mean": _rounded(mark.get("mean")),
                 "std": _rounded(mark.get("std")),
                 "finite": mark.get("finite"),
             }
         )
     return rows
+
+
+def _job_order(job_id: str) -> tuple[int, str]:
+    return (int(job_id), "") if job_id.isdigit() else (0, job_id)
 
 
 def _rounded(value: Any, digits: int = 5) -> Any:
@@ -85,6 +94,7 @@ def report_markdown(
     config = ", ".join(f"{k}={v}" for k, v in (attrs.get("sampler_config") or {}).items())
     devices = sorted({str(r["device"]) for r in rows if r["device"]})
     hosts = sorted({str(r["host"]) for r in rows if r["host"]})
+    batch_jobs = sorted({str(r["slurm_job"]) for r in rows if r.get("slurm_job")}, key=_job_order)
     lines = [
         f"# priorflow run `{attrs.get('run_id')}`: {group}",
         "",
@@ -119,6 +129,7 @@ def report_markdown(
         ]
     lines += [
         f"- devices: {', '.join(devices) or '-'}; hosts: {', '.join(hosts) or '-'}",
+        *([f"- SLURM jobs: {', '.join(batch_jobs)}"] if batch_jobs else []),
         f"- started {attrs.get('start_time')}, aggregated {summary.get('end_time')}",
         "",
         "## Values",

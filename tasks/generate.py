@@ -13,7 +13,9 @@ or Dask rescheduling after a lost worker never writes a member twice. Otherwise 
 5. writes the member with :func:`priorflow.store.write_member` (region, flush, then done mark);
 
 and returns a small record (no tensors): ``name, group, size, date, member, seed, seconds,
-device, host, worker, mean, std, finite, blanket_batch, torch_threads, skipped``.
+device, host, worker, mean, std, finite, blanket_batch, torch_threads, slurm_job_id,
+gpu_ids, skipped``. ``slurm_job_id`` (None outside SLURM) and ``gpu_ids`` (the
+``CUDA_VISIBLE_DEVICES`` the job saw) say where it ran; the done mark records them too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.runner import TORCH_THREADS_ENV
+from priorflow.cluster import gpu_ids_from_env, slurm_job_id
 from priorflow.errors import PriorflowError
 from priorflow.plan import Job, RunPlan
 from tasks.keys import artifact_key
@@ -103,12 +106,17 @@ def cached_model(path: str, target: str, device: str) -> Any:
 
 
 def job_devices(gpus: int) -> list[str]:
-    """The devices of a job: its first ``gpus`` visible CUDA devices, or the CPU."""
+    """The devices of a job: every visible CUDA device, or the CPU.
+
+    A worker sees exactly the GPUs of its job: ``CUDA_VISIBLE_DEVICES`` is set per worker by the
+    local backend and by the batch system (SLURM ``--gres=gpu:N``), so the job's blankets are
+    spread over all of them by the core's multi-device blanket denoiser (``gpus`` is what the
+    job asked for; the environment decides).
+    """
     import torch
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        count = torch.cuda.device_count()
-        return [f"cuda:{i}" for i in range(min(max(1, gpus), count))]
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"]
 
 
@@ -173,6 +181,8 @@ def _record(job: Job, mark: dict[str, Any], skipped: bool) -> dict[str, Any]:
         "finite": mark.get("finite"),
         "blanket_batch": record.get("blanket_batch"),
         "torch_threads": record.get("torch_threads"),
+        "slurm_job_id": record.get("slurm_job_id"),
+        "gpu_ids": record.get("gpu_ids"),
         "skipped": skipped,
     }
 
@@ -197,6 +207,8 @@ def run_job(
     devices = job_devices(job.gpus)
     threads = pin_torch_threads(devices)
     model = cached_model(settings.model_path, settings.model_target, devices[0])
+    # On GPUs: devices=None, so that the core takes every visible device (CUDA_VISIBLE_DEVICES).
+    sample_on = None if devices != ["cpu"] else devices
     kwargs = settings.generate_kwargs(job)
     batch = kwargs.pop("blanket_batch")
     if batch is None:
@@ -204,7 +216,7 @@ def run_job(
     while True:
         try:
             trajectory = generate_trajectory(
-                model, **kwargs, blanket_batch=batch, devices=devices, progress=progress
+                model, **kwargs, blanket_batch=batch, devices=sample_on, progress=progress
             )
             break
         except Exception as error:
@@ -216,7 +228,14 @@ def run_job(
             batch = max(1, batch // 2)
             log(f"{job.name}: CUDA out of memory; retrying with blanket_batch={batch}")
     record = dict(trajectory.record)  # its blanket_batch is the one the core ended up using
-    record.update({"torch_threads": threads, "worker": _worker_name()})
+    record.update(
+        {
+            "torch_threads": threads,
+            "worker": _worker_name(),
+            "slurm_job_id": slurm_job_id(),
+            "gpu_ids": gpu_ids_from_env(),
+        }
+    )
     mark = write_member(run_dir, job, trajectory.latent, record)
     log(
         f"{job.name}: {record['seconds']:.1f} s on {record['device']}, "

@@ -63,7 +63,7 @@ def with_card_metadata(model: Path, out: Path, **metadata) -> Path:
         ({"model_path": "/nonexistent/model"}, [], r"model_path: '/nonexistent/model' does not"),
         ({"start_dates": ["2003-01-01 0h"]}, [], r"start_dates.*2003-01-01"),
         ({"model_target": "last"}, ["model_target=worst"], r"model_target: 'worst'"),
-        ({}, ["hardware.backend=slurm"], r"hardware\.backend: slurm is not available yet"),
+        ({}, ["hardware.backend=slurm", "hardware.max_workers=0"], r"hardware\.max_workers: 0"),
         ({}, ["hardware.backend=address"], r"hardware\.address: missing"),
     ],
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import dask
 import pytest
@@ -148,15 +147,13 @@ def test_options_and_config_fields(tmp_path):
     assert kw["job_script_prologue"] == ["module load cuda", "export A=1"]
     assert kw["job_directives_skip"] == ["--mem"] and kw["local_directory"] == "/scratch/x"
     assert kw["job_name"] == "custom"
-    fields = SimpleNamespace(
-        **dict(config.hardware),
-        interface="ib0",
-        scheduler_host="10.0.0.1",
-        job_prologue="source /etc/profile\nmodule load cuda",
-        local_directory=None,
-        python=None,
-        job_directives_skip=["--mem"],
-    )
+    fields = _config(
+        tmp_path,
+        "hardware.interface=ib0",
+        'hardware.scheduler_host="10.0.0.1"',
+        'hardware.job_prologue="source /etc/profile\\nmodule load cuda"',  # a block scalar
+        'hardware.job_directives_skip=["--mem"]',
+    ).hardware
     _, kw = jobqueue_spec(fields, tmp_path, 1)
     assert kw["interface"] == "ib0" and kw["scheduler_options"]["host"] == "10.0.0.1"
     assert kw["job_script_prologue"] == ["source /etc/profile", "module load cuda"]

@@ -44,7 +44,8 @@ def test_settings_reproduce_the_plan_arguments(run):
 
 
 def test_job_devices_on_this_machine():
-    expected = ["cpu"] if not torch.cuda.is_available() else ["cuda:0"]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    expected = [f"cuda:{i}" for i in range(count)] or ["cpu"]  # every visible device
     assert job_devices(1) == expected and job_devices(0) == expected
 
 

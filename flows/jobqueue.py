@@ -1,0 +1,160 @@
+"""Batch-scheduler task runners (SLURM, PBS, LSF) for the flow, from the config's ``hardware``.
+
+:func:`jobqueue_runner` builds the dask-jobqueue cluster with
+:func:`priorflow.cluster.jobqueue_spec` (resources of ``hardware.gen`` or ``hardware.aggregate``,
+``--gres=gpu:N``, logs and scratch under ``<run_dir>/cluster/``, the Prefect environment exported
+in the job prologue), records its job script as a markdown artifact of the flow run, scales it
+to a fixed number of worker jobs (``scale(jobs=worker_count(jobs, hardware.max_workers))``, not
+adaptive scaling, which races the submission of the tasks) and yields a
+``DaskTaskRunner(address=cluster.scheduler_address)``. The cluster (and its jobs) is closed when
+the block ends, however it ends.
+
+A worker job lost while its task runs (``scancel``, a node failure) is Dask's to handle: the task
+is rescheduled on another worker; a member whose task fails for good has no done mark, and a
+rerun of the same ``run_id`` completes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from priorflow.cluster import (
+    JOBQUEUE_CLASSES,
+    cluster_paths,
+    forwarded_env,
+    jobqueue_spec,
+    make_cluster,
+    worker_count,
+)
+from priorflow.config import Hardware
+from tasks.keys import artifact_key
+
+TORCH_THREADS_ENV = "PRIORFLOW_TORCH_THREADS"
+
+
+@dataclass(frozen=True)
+class JobqueueCluster:
+    """A started batch-scheduler cluster: its task runner, job script and size.
+
+    Attributes:
+        runner: ``DaskTaskRunner(address=...)`` for ``use_task_runner``.
+        cluster: the dask-jobqueue cluster (e.g. ``cluster.workers`` / ``job_id``).
+        job_script: the batch script of one worker job.
+        jobs: how many worker jobs were asked for.
+        artifact_key: the key of the job-script artifact (None outside a flow run).
+    """
+
+    runner: Any
+    cluster: Any
+    job_script: str
+    jobs: int
+    artifact_key: str | None
+
+
+def is_jobqueue(backend: str) -> bool:
+    """Whether ``backend`` runs its workers as batch jobs (slurm, pbs, lsf)."""
+    return backend in JOBQUEUE_CLASSES
+
+
+def worker_env(hardware: Hardware, kind: str = "gen") -> dict[str, str]:
+    """The environment exported in each job's prologue.
+
+    :func:`priorflow.cluster.forwarded_env` (``PREFECT_API_URL`` and the rest of ``PREFECT_*``,
+    ``PRIORFLOW_*``, ``DO_NOT_TRACK``) plus ``PRIORFLOW_TORCH_THREADS`` = the job's ``cpus``
+    unless it is set here already.
+    """
+    env = forwarded_env()
+    env.setdefault(TORCH_THREADS_ENV, str(getattr(hardware, kind).cpus))
+    return env
+
+
+def job_script_markdown(
+    script: str, backend: str, kind: str, jobs: int, gpus_per_job: int, run_dir: Path
+) -> str:
+    """The job-script artifact: what was submitted, how many times, where the logs are."""
+    paths = cluster_paths(run_dir)
+    return "\n".join(
+        [
+            f"# {backend} job script ({kind})",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| cluster | `{JOBQUEUE_CLASSES[backend]}` |",
+            f"| worker jobs | {jobs} |",
+            f"| GPUs per job | {gpus_per_job} |",
+            f"| job logs | `{paths['logs']}` |",
+            "",
+            "```bash",
+            script.rstrip(),
+            "```",
+            "",
+        ]
+    )
+
+
+def _record_script(markdown: str, run_id: str | None, kind: str, description: str) -> str | None:
+    """Create the markdown artifact in the current flow run (None outside one)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return None
+    suffix = "job-script" if kind == "gen" else f"{kind}-job-script"
+    key = artifact_key("priorflow", run_id or "run", suffix)
+    create_markdown_artifact(markdown, key=key, description=description)
+    return key
+
+
+@contextlib.contextmanager
+def jobqueue_runner(
+    hardware: Hardware,
+    run_dir: str | os.PathLike[str],
+    jobs: int | Sized,
+    gpus_per_job: int,
+    *,
+    kind: Literal["gen", "aggregate"] = "gen",
+    run_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    max_workers: int | None = None,
+) -> Iterator[JobqueueCluster]:
+    """A dask-jobqueue cluster for the block, scaled to a fixed number of worker jobs.
+
+    Arguments:
+        hardware: the config's ``hardware`` (backend slurm, pbs or lsf).
+        run_dir: the run directory (``cluster/logs``, ``cluster/scratch`` are made there).
+        jobs: the jobs to run (or their number): ``worker_count(jobs, max_workers)`` workers.
+        gpus_per_job: GPUs of one worker job (the largest ``job.gpus``; 0 for aggregation).
+        kind: ``gen`` (``hardware.gen``) or ``aggregate`` (``hardware.aggregate``).
+        run_id: names the job-script artifact ``priorflow-<run_id>-job-script``.
+        env: exported in the prologue (default :func:`worker_env`).
+        max_workers: the bound (default ``hardware.max_workers``).
+    """
+    from prefect_dask import DaskTaskRunner
+
+    run_dir = Path(run_dir)
+    env = worker_env(hardware, kind) if env is None else dict(env)
+    class_path, kwargs = jobqueue_spec(
+        hardware, run_dir, gpus_per_job, env, kind=kind, job_name=f"pf-{kind}-{run_dir.name}"
+    )
+    for path in cluster_paths(run_dir).values():
+        path.mkdir(parents=True, exist_ok=True)
+    count = worker_count(jobs, hardware.max_workers if max_workers is None else max_workers)
+    cluster = make_cluster(class_path, kwargs)
+    try:
+        script = cluster.job_script()
+        key = _record_script(
+            job_script_markdown(script, hardware.backend, kind, count, gpus_per_job, run_dir),
+            run_id,
+            kind,
+            f"priorflow {run_id}: the {hardware.backend} job script of the {kind} workers",
+        )
+        cluster.scale(jobs=count)
+        runner = DaskTaskRunner(address=cluster.scheduler_address)
+        yield JobqueueCluster(runner, cluster, script, count, key)
+    finally:
+        cluster.close()
