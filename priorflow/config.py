@@ -71,6 +71,7 @@ from pydantic import (
     model_validator,
 )
 
+from priorflow.check import CheckConfig
 from priorflow.dates import parse_start_date, parse_trajectory_sizes
 from priorflow.errors import ConfigError
 
@@ -462,7 +463,9 @@ class RunConfig(_Strict):
     blanket_batch: StrictInt | None = Field(
         default=None, ge=1, description="blankets per backbone call; null = all at once"
     )
-    check: dict[str, Any] = Field(default_factory=dict, description="prior-check settings")
+    check: CheckConfig = Field(
+        default_factory=CheckConfig, description="prior-check thresholds (priorflow.check)"
+    )
     blocks: BlockNames = Field(
         default_factory=BlockNames, description="Prefect blocks named instead of paths/settings"
     )
@@ -770,7 +773,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any
             ) from None
         model: type[BaseModel] | None = RunConfig
         for depth, part in enumerate(parts):
-            if model is None:  # inside a free mapping (sampler config, check)
+            if model is None:  # inside a free mapping (the sampler config)
                 break
             field = model.model_fields.get(part)
             if field is None:
@@ -778,7 +781,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 model = annotation
-            elif depth < len(parts) - 1 and part not in ("config", "check"):
+            elif depth < len(parts) - 1 and part != "config":
                 raise ConfigError(
                     f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section"
                 )

@@ -114,7 +114,7 @@ def test_overrides_are_yaml_values(example: Path):
             "hardware.gen.blankets_per_gpu=4",
             'hardware.gen.time="2-00:00:00"',
             "trajectory_sizes=24-26",
-            "check.metric=rmse",
+            "check.max_bias=0.3",
         ],
     )
     assert config.diffusion.num_steps == 32
@@ -125,15 +125,15 @@ def test_overrides_are_yaml_values(example: Path):
     assert config.hardware.gen.gpus == "auto" and config.hardware.gen.blankets_per_gpu == 4
     assert config.hardware.gen.time_seconds == 2 * 86400
     assert config.trajectory_sizes == [24, 25, 26]
-    assert config.check == {"metric": "rmse"}
+    assert config.check.max_bias == 0.3 and config.check.enabled
     # later overrides win
     assert load_config(example, ["seed=1", "seed=2"]).seed == 2
 
 
 def test_parse_overrides():
-    assert parse_overrides(["seed=1", "check.x.y=[1]"]) == [
+    assert parse_overrides(["seed=1", "diffusion.sampler.config.x.y=[1]"]) == [
         (("seed",), 1),
-        (("check", "x", "y"), [1]),
+        (("diffusion", "sampler", "config", "x", "y"), [1]),
     ]
     with pytest.raises(ConfigError, match=r"^--set 'nothing': not key=value"):
         parse_overrides(["nothing"])
@@ -225,7 +225,9 @@ ERRORS = [
     (["seed=yes"], "seed: true — must be a whole number", ""),
     (["run_id=../elsewhere"], "run_id: '../elsewhere'", "directory"),
     (["output_dir=[1]"], "output_dir: [1] — must be text", ""),
-    (["check=3"], "check: 3 — must be a mapping", ""),
+    (["check=3"], "check: 3", ""),
+    (["check.max_bias=-1"], "check.max_bias: -1", ""),
+    (["check.metric=rmse"], "--set check.metric: unknown key", "max_bias"),
     (["sampler=lms"], "--set sampler: unknown key", "the config takes model_path"),
     (["diffusion.steps=3"], "--set diffusion.steps: unknown key", "num_steps"),
     (["hardware.gen.tme=1:00:00"], "--set hardware.gen.tme: unknown key (did you mean time?)", ""),
