@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+import yaml
 from torch import nn
 
 from priorflow.check import CheckConfig, CheckError, judge, load_check_config, run_check
@@ -311,9 +312,9 @@ def test_check_config_errors_are_one_line():
 
 def test_load_check_config_reads_the_run_and_overrides(exact_run, tmp_path):
     run = copy_run(exact_run, tmp_path / "run")
-    (run / "config.yaml").write_text(
-        (run / "config.yaml").read_text().replace("check: {}", "check:\n  max_bias: 0.5")
-    )
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["check"] = {**(config.get("check") or {}), "max_bias": 0.5}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert load_check_config(run).max_bias == 0.5
     assert load_check_config(run, ["check.max_bias=0.2", "check.plots=false"]).plots is False
     with pytest.raises(ConfigError, match="not check.<key>=<value>"):
