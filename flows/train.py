@@ -54,7 +54,7 @@ def train_backbone(archive: str, out: str, config: dict[str, Any], log_every: in
 def train_reference(
     archive: str,
     out: str,
-    steps: int = 4000,
+    steps: int = 3000,
     batch_size: int = 16,
     lr: float = 2e-3,
     seed: int = 0,

@@ -60,7 +60,7 @@ REFERENCE_TARGET = "priorflow.reference:ReferenceBackbone"
 class TrainConfig:
     """Settings of a training run (all but ``steps`` must match when a run is resumed)."""
 
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-2

@@ -24,7 +24,7 @@ def train(
         ..., "--archive", help="Latent archive (zarr store) to train on."
     ),
     out: Path = typer.Option(..., "--out", help="Model directory to write (or resume)."),
-    steps: int = typer.Option(4000, help="Total optimiser steps."),
+    steps: int = typer.Option(3000, help="Total optimiser steps."),
     batch_size: int = typer.Option(16, help="Blankets per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
