@@ -295,8 +295,23 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def _archive_from(model_dir: Path, source: str | None) -> str | None:
+    """The training archive as the card records it: relative to the model directory.
+
+    Plans read a relative card ``archive`` against the model directory, so a model directory
+    moved together with its archive keeps pointing at it.
+    """
+    if not source or "://" in source or not Path(source).expanduser().exists():
+        return source  # a label (in-memory data) or a URL: kept as it is
+    return os.path.relpath(Path(source).expanduser().resolve(), Path(model_dir).resolve())
+
+
 def _card(
-    config: TrainConfig, shape: tuple[int, ...], data: TrainingData, metadata: dict
+    config: TrainConfig,
+    shape: tuple[int, ...],
+    data: TrainingData,
+    metadata: dict,
+    model_dir: Path,
 ) -> ModelCard:
     return ModelCard(
         backbone=BackboneSpec(target=config.target, kwargs=dict(config.backbone)),
@@ -308,7 +323,7 @@ def _card(
         ),
         denoising_steps=config.denoising_steps,
         precision=config.precision,
-        archive=data.source,
+        archive=_archive_from(model_dir, data.source),
         metadata=metadata,
     )
 
@@ -374,7 +389,7 @@ def train(
         data.times, data.dt_hours, config.blanket_size, dt_hours, config.val_every_days
     )
     schedule = make_schedule(config.schedule, config.sigma_min, config.sigma_max)
-    card = _card(config, shape, data, {})
+    card = _card(config, shape, data, {}, out)
     torch.manual_seed(config.seed)  # parameter initialisation
     try:
         backbone = build_backbone(card).to(device)
@@ -428,7 +443,7 @@ def train(
             initial_val_loss=initial_val,
             history=[[s, _round(a), _round(v)] for s, a, v in history],
         )
-        write_card(out, _card(config, shape, data, metadata))
+        write_card(out, _card(config, shape, data, metadata, out))
         _atomic_save(
             {
                 "step": step,

@@ -3,6 +3,8 @@ line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from priorflow.archive import write_synthetic_archive
@@ -35,7 +37,8 @@ def test_train_writes_a_loadable_model(archive, tmp_path, capsys):
     assert run(["train", "--archive", str(archive), "--out", str(out), *ARGS]) == 0
     assert "trained" in capsys.readouterr().out
     model = load_model(out)
-    assert model.card.archive == str(archive)
+    assert not Path(model.card.archive).is_absolute()  # relative to the model directory
+    assert (out / model.card.archive).resolve() == Path(archive).resolve()
     assert model.card.state_shape == (2, 4, 8)
     assert model.card.backbone.kwargs["channels"] == [4, 8]
     assert model.card.metadata["archive_world"]["kwargs"]["shape"] == [2, 4, 8]

@@ -32,7 +32,7 @@ def test_train_reference_flow(prefect_api, tiny_world, tmp_path):
     record = state.result()
     assert record["step"] == 4 and record["resumed_from"] == 0
     model = load_model(out)
-    assert model.card.archive == str(tiny_world["archive"])
+    assert (out / model.card.archive).resolve() == tiny_world["archive"].resolve()
     assert model.card.metadata["command"].startswith("flow train_reference(")
 
     flow_run_id = state.state_details.flow_run_id
