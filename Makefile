@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.priorflow-installed
 
-.PHONY: setup demo test lint format bench clean-runs
+.PHONY: setup demo ui test lint format bench train-reference clean-runs
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 
 demo: setup  ## run the embedded default end to end (builds the synthetic archive if missing)
 	$(VENV)/bin/priorflow run configs/demo.yaml
+
+ui: setup  ## the demo, leaving its Prefect server running to browse the run in the UI
+	$(VENV)/bin/priorflow run configs/demo.yaml --keep-server
 
 test: setup  ## the whole test suite (CI runs exactly this)
 	$(VENV)/bin/pytest
@@ -35,6 +38,10 @@ format: setup
 
 bench: setup  ## speed ratios, measured side by side in one run
 	$(PY) benchmarks/bench_blanket.py
+
+train-reference: setup  ## reproduce models/reference (about 15 min on 2 cores)
+	test -d data/archive.zarr || $(VENV)/bin/priorflow archive synth --start 2000-01-01 --end 2001-12-31 --out data/archive.zarr
+	$(VENV)/bin/priorflow train --archive data/archive.zarr --out models/reference --steps 3000 --batch-size 16 --seed 0 --blanket-size 8 --threads 2
 
 clean-runs:
 	rm -rf runs
