@@ -8,6 +8,8 @@
   SIGINT reset to the default so that one SIGTERM stops it; polling every second).
 - ``on_demand_run`` (session): ``prefect deployment run 'prior-generation/on-demand' --watch`` on a
   tiny config (the tiny world's exact model and archive), shared by the deployment and UI tests.
+- ``nightly_run`` (session): ``prior-generation/nightly`` (generation + prior check) on the
+  shipped nightly config made tiny through ``overrides``, with thresholds a tiny ensemble meets.
 
 Every CLI call gets its environment explicitly (:attr:`DeploySetup.env`), so this server never
 mixes with the in-process test server of ``tests.prefect_fixtures``. The API is read back over
@@ -264,4 +266,62 @@ def on_demand_run(deployed: DeploySetup, tiny_world, tmp_path_factory) -> dict[s
         "seconds": time.monotonic() - began,
     }
     _SHARED["on_demand"] = record
+    return record
+
+
+# Thresholds a 2-date x 2-member run of the tiny exact model meets (the check's defaults are
+# calibrated for the demo's 72 states x 3 dates x 2 members).
+LOOSE_CHECK = [
+    "check.max_bias=2.0",
+    "check.min_std_ratio=0.2",
+    "check.max_std_ratio=5.0",
+    "check.min_ssr=0.05",
+    "check.max_ssr=20.0",
+    "check.max_crps_ratio=5.0",
+    "check.max_acf_error=2.0",
+    "check.max_seam_index=20.0",
+    "check.max_spectrum_error=10.0",
+    "check.min_diurnal_ratio=0.0",
+    "check.max_diurnal_ratio=100.0",
+    "check.max_diurnal_phase_hours=12.0",
+    "check.max_lag=3",
+]
+
+
+def tiny_nightly_overrides(world: dict[str, Path], output_dir: Path) -> list[str]:
+    """``configs/nightly.yaml`` made tiny through overrides (as a person would in the UI)."""
+    return [
+        f"model_path={world['model']}",
+        f"archive={world['archive']}",
+        f"output_dir={output_dir}",
+        'trajectory_sizes="6"',
+        'start_dates=["2000-01-03 0h", "2000-01-10 6h"]',
+        "blanket_overlap=1",
+        "diffusion.num_steps=5",
+        "num_samples_per_date=2",
+        *LOOSE_CHECK,
+    ]
+
+
+@pytest.fixture(scope="session")
+def nightly_run(deployed: DeploySetup, tiny_world, tmp_path_factory) -> dict[str, Any]:
+    """``prior-generation/nightly`` with the nightly config made tiny, watched to its end."""
+    if "nightly" in _SHARED:
+        return _SHARED["nightly"]
+    from datetime import datetime
+
+    output_dir = tmp_path_factory.mktemp("nightly") / "runs"
+    overrides = tiny_nightly_overrides(tiny_world, output_dir)
+    run_id = f"nightly-{datetime.now():%Y%m%d}"  # the config's run_id template, tonight
+    result, flow_run_id = run_deployment(
+        deployed, "prior-generation/nightly", {"overrides": overrides}
+    )
+    record = {
+        "result": result,
+        "flow_run_id": flow_run_id,
+        "overrides": overrides,
+        "run_id": run_id,
+        "run_dir": output_dir / run_id,
+    }
+    _SHARED["nightly"] = record
     return record

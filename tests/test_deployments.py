@@ -12,7 +12,6 @@ from the repository, a process worker, then:
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,36 +20,17 @@ import xarray as xr
 from tests.deploy_fixtures import (
     artifacts,
     deployed,
+    nightly_run,
     on_demand_run,
     prefect_server,
     run_deployment,
     task_runs,
-    tiny_deploy_config,
     wait_final,
 )
-from tests.prefect_fixtures import tiny_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-__all__ = ["deployed", "on_demand_run", "prefect_server", "tiny_world"]  # fixtures
-
-# Thresholds a 2-date x 2-member run of the tiny exact model meets (the check's defaults are
-# calibrated for the demo's 72 states x 3 dates x 2 members).
-LOOSE_CHECK = [
-    "check.max_bias=2.0",
-    "check.min_std_ratio=0.2",
-    "check.max_std_ratio=5.0",
-    "check.min_ssr=0.05",
-    "check.max_ssr=20.0",
-    "check.max_crps_ratio=5.0",
-    "check.max_acf_error=2.0",
-    "check.max_seam_index=20.0",
-    "check.max_spectrum_error=10.0",
-    "check.min_diurnal_ratio=0.0",
-    "check.max_diurnal_ratio=100.0",
-    "check.max_diurnal_phase_hours=12.0",
-    "check.max_lag=3",
-]
+__all__ = ["deployed", "nightly_run", "on_demand_run", "prefect_server"]  # fixtures
 
 
 def test_every_deployment_is_created(deployed):
@@ -87,39 +67,20 @@ def test_nightly_schedule_is_the_night_cron(deployed):
     assert "'active': True" in out or '"active": true' in out, out
 
 
-def test_nightly_generation_and_check_then_a_failing_check(deployed, tiny_world, tmp_path):
-    config = tiny_deploy_config(tmp_path / "nightly.yaml", tiny_world)
-    # the nightly config itself, made tiny through overrides (as a person would from the UI)
-    overrides = [
-        f"model_path={tiny_world['model']}",
-        f"archive={tiny_world['archive']}",
-        f"output_dir={tmp_path / 'runs'}",
-        'trajectory_sizes="6"',
-        'start_dates=["2000-01-03 0h", "2000-01-10 6h"]',
-        "blanket_overlap=1",
-        "diffusion.num_steps=5",
-        "num_samples_per_date=2",
-        "hardware.gen.gpus=1",
-        *LOOSE_CHECK,
-    ]
-    assert config.exists()
-    night = datetime.now().strftime("%Y%m%d")
-    result, flow_run_id = run_deployment(
-        deployed, "prior-generation/nightly", {"overrides": overrides}
-    )
+def test_nightly_generation_and_check_then_a_failing_check(deployed, nightly_run):
+    flow_run_id, run_id = nightly_run["flow_run_id"], nightly_run["run_id"]
     run = wait_final(deployed, flow_run_id)
-    output = result.stdout + result.stderr
+    output = nightly_run["result"].stdout + nightly_run["result"].stderr
     assert run["state"]["type"] == "COMPLETED", (run["state"], output[-3000:])
-    run_dir = tmp_path / "runs" / f"nightly-{night}"
+    run_dir = nightly_run["run_dir"]
     assert (run_dir / "prior.zarr").is_dir() and (run_dir / "check" / "report.md").is_file()
     keys = {a["key"] for a in artifacts(deployed.api_url, flow_run_id) if a["key"]}
-    run_id = f"nightly-{night}"
     assert {f"priorflow-{run_id}-check-report", f"priorflow-{run_id}-check-verdict"} <= keys
     names = {t["name"] for t in task_runs(deployed.api_url, flow_run_id)}
     assert "check-priors" in names and any(n.startswith("gen-6h-") for n in names)
 
     # the same night again (resumes: nothing to generate), with a bias threshold nobody meets
-    failing = [*overrides, "check.max_bias=1e-9"]
+    failing = [*nightly_run["overrides"], "check.max_bias=1e-9"]
     result, flow_run_id = run_deployment(
         deployed, "prior-generation/nightly", {"overrides": failing, "run_id": run_id}
     )
@@ -128,3 +89,5 @@ def test_nightly_generation_and_check_then_a_failing_check(deployed, tiny_world,
     message = run["state"]["message"] or ""
     assert "prior check failed" in message and "bias" in message, message
     assert result.returncode != 0
+    names = {t["name"] for t in task_runs(deployed.api_url, flow_run_id)}
+    assert not any(n.startswith("gen-") for n in names)  # resumed: nothing generated again
