@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from priorflow.atomic import move_into_place
 from priorflow.errors import ArchiveError
 
 LATENT = "latent"
@@ -399,18 +399,7 @@ def write_synthetic_archive(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(tmp)
-        _move_into_place(tmp, path)
+        move_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
     return path
-
-
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Rename the finished store ``tmp`` to ``final`` (replacing an existing one)."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)

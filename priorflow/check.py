@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from priorflow.atomic import move_into_place
 from priorflow.errors import ArchiveError, ConfigError, PriorflowError
 
 __all__ = [
@@ -634,7 +635,7 @@ def run_check(
             run_dir, passed, findings, numbers, results, [tmp / p.name for p in plots], config
         )
         (tmp / REPORT_NAME).write_text(report)
-        _swap(tmp, final)
+        move_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CheckResult(
@@ -656,17 +657,6 @@ def _attr(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_attr(v) for v in value]
     return value
-
-
-def _swap(tmp: Path, final: Path) -> None:
-    """Put the finished ``tmp`` folder at ``final``, replacing an earlier check's."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
 
 
 # --------------------------------------------------------------------------------------------

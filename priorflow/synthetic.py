@@ -40,7 +40,6 @@ import os
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from priorflow.atomic import move_into_place
 from priorflow.errors import ConfigError, ModelError
 
 DEFAULT_SHAPE = (4, 16, 32)
@@ -643,22 +643,11 @@ def write_exact_model(
         state = backbone.state_dict()
         for name in CHECKPOINTS.values():
             torch.save(state, tmp / name)
-        _replace(tmp, directory)
+        move_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
-
-
-def _replace(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` directory to ``final``, replacing what is there."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
 
 
 def default_world(seed: int = 0, **kwargs: Any) -> SyntheticWorld:
