@@ -879,7 +879,7 @@ def _apply_blocks(data: dict[str, Any], resolve_block: BlockResolver | None) -> 
     unknown = [kind for kind in names if kind not in BLOCK_KINDS]
     if unknown:  # let validation name it (unknown key with a suggestion)
         return data
-    given = {kind: name for kind, name in names.items() if name}
+    given = {kind: names[kind] for kind in BLOCK_KINDS if names.get(kind)}  # in this order
     for kind, name in given.items():
         if not isinstance(name, str):
             raise ConfigError(f"blocks.{kind}: {_show(name)} — the name of a saved block (text)")

@@ -59,7 +59,7 @@ def test_original_example_validates_unchanged(example: Path):
     )
 
 
-@pytest.mark.parametrize("name", ["example", "demo", "slurm"])
+@pytest.mark.parametrize("name", ["example", "demo", "slurm", "nightly"])
 def test_shipped_configs_validate(name: str):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert Path(config.model_path) == (CONFIGS.parent / "models" / "reference").resolve()
@@ -307,3 +307,110 @@ def test_config_from_a_mapping_follows_the_same_rules(example: Path, tmp_path: P
         config_from_mapping(data | {"hardware": {"gen": {"time": 360}}})
     with pytest.raises(ConfigError, match="^config: .* must be a mapping"):
         config_from_mapping(["model_path"])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# batch-cluster fields, aggregation placement, run_id templates, blocks
+
+
+def test_cluster_fields_and_aggregate_placement(example: Path):
+    config = load_config(
+        example,
+        [
+            "hardware.interface=ib0",
+            'hardware.scheduler_host="10.0.0.1"',
+            'hardware.job_prologue="module load cuda\\nsource env.sh\\n"',
+            'hardware.job_directives_skip=["--mem"]',
+            "hardware.local_directory=/scratch/me",
+            "hardware.python=/opt/py/bin/python",
+            "hardware.aggregate.where=worker",
+        ],
+    )
+    hardware = config.hardware
+    assert (hardware.interface, hardware.scheduler_host) == ("ib0", "10.0.0.1")
+    assert hardware.job_prologue == ["module load cuda", "source env.sh"]
+    assert hardware.job_directives_skip == ["--mem"]
+    assert (hardware.local_directory, hardware.python) == ("/scratch/me", "/opt/py/bin/python")
+    assert hardware.aggregate.where == "worker"
+    defaults = load_config(example).hardware
+    assert defaults.aggregate.where == "flow" and defaults.job_prologue is None
+    with pytest.raises(ConfigError, match=r"^hardware\.aggregate\.where: 'gpu' — choose one of"):
+        load_config(example, ["hardware.aggregate.where=gpu"])
+
+
+def test_run_id_template_is_filled_with_the_date(example: Path):
+    today = datetime.now().strftime("%Y%m%d")
+    config = load_config(example, ['run_id="nightly-{now:%Y%m%d}"'])
+    assert config.run_id == f"nightly-{today}" or config.run_id > f"nightly-{today}"  # midnight
+    with pytest.raises(ConfigError, match=r"^run_id: 'n-\{when\}' — a template may only use"):
+        load_config(example, ['run_id="n-{when}"'])
+    with pytest.raises(ConfigError, match=r"^run_id: 'a/b-.*' — letters, digits"):
+        load_config(example, ['run_id="a/b-{now:%Y}"'])
+
+
+def _resolver(tmp_path: Path):
+    """A resolver as the Prefect side gives one: kind and name -> config values."""
+    saved = {
+        ("model", "ref"): {"model_path": str(tmp_path / "m"), "model_target": "last"},
+        ("archive", "arc"): {"archive": str(tmp_path / "a.zarr")},
+        ("cluster", "hpc"): {
+            "hardware": {"backend": "slurm", "account": "proj", "gen": {"cpus": 4, "gpus": 2}}
+        },
+        ("model", "bad"): {"model_path": "x", "seed": 3},
+    }
+
+    def resolve(kind: str, name: str) -> dict:
+        if (kind, name) not in saved:
+            raise ConfigError(f"blocks.{kind}: no block named {name!r}")
+        return saved[(kind, name)]
+
+    return resolve
+
+
+def test_blocks_are_resolved_before_validation(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    data = yaml.safe_load(ORIGINAL_EXAMPLE)
+    data.pop("model_path")
+    data.pop("model_target")  # else the config's own target wins over the block's
+    data["hardware"] = {"gpus_per_node": 4, "gen": {"cpus": 8}}
+    data["blocks"] = {"model": "ref", "archive": "arc", "cluster": "hpc"}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path, resolve_block=_resolver(tmp_path))
+    assert config.model_path == str(tmp_path / "m") and config.model_target == "last"
+    assert config.archive == str(tmp_path / "a.zarr")
+    hardware = config.hardware
+    assert (hardware.backend, hardware.account, hardware.gpus_per_node) == ("slurm", "proj", 4)
+    assert (hardware.gen.cpus, hardware.gen.gpus) == (8, 2)  # the config's own key wins
+    assert config.blocks.named() == {"model": "ref", "archive": "arc", "cluster": "hpc"}
+    resolved = config.resolved()
+    assert "blocks" not in resolved  # the values are there; it reloads without Prefect
+    again = tmp_path / "resolved.yaml"
+    again.write_text(config.to_yaml())
+    assert load_config(again) == config.model_copy(update={"blocks": type(config.blocks)()})
+
+
+def test_block_errors_are_one_line(tmp_path: Path, example: Path):
+    resolve = _resolver(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"^blocks: the config names Prefect blocks \(model: ref"
+    ):
+        load_config(example, ["blocks.model=ref"])
+    with pytest.raises(
+        ConfigError, match=r"^model_path: '/path/to/model' — blocks\.model \(ref\)"
+    ):
+        load_config(example, ["blocks.model=ref"], resolve_block=resolve)
+    with pytest.raises(ConfigError, match=r"^blocks\.model: no block named 'nope'"):
+        load_config(example, ["model_path=null", "blocks.model=nope"], resolve_block=resolve)
+    with pytest.raises(ConfigError, match=r"^blocks\.model: 'bad' gave seed — a model block"):
+        load_config(example, ["model_path=null", "blocks.model=bad"], resolve_block=resolve)
+    with pytest.raises(ConfigError, match=r"^--set blocks\.modle: unknown key \(did you mean"):
+        load_config(example, ["blocks.modle=ref"], resolve_block=resolve)
+
+
+def test_nightly_config_is_the_demo_with_a_run_per_night():
+    nightly = load_config(CONFIGS / "nightly.yaml")
+    demo = load_config(CONFIGS / "demo.yaml")
+    assert nightly.run_id == f"nightly-{datetime.now():%Y%m%d}"
+    assert nightly.check.get("enabled") is True
+    same = {"run_id", "check"}
+    assert nightly.model_dump(exclude=same) == demo.model_dump(exclude=same)
