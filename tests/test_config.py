@@ -411,6 +411,6 @@ def test_nightly_config_is_the_demo_with_a_run_per_night():
     nightly = load_config(CONFIGS / "nightly.yaml")
     demo = load_config(CONFIGS / "demo.yaml")
     assert nightly.run_id == f"nightly-{datetime.now():%Y%m%d}"
-    assert nightly.check.get("enabled") is True
+    assert nightly.check.enabled is True
     same = {"run_id", "check"}
     assert nightly.model_dump(exclude=same) == demo.model_dump(exclude=same)
