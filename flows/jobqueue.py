@@ -73,6 +73,26 @@ def worker_env(hardware: Hardware, kind: str = "gen") -> dict[str, str]:
     return env
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_warning(env: Mapping[str, str], hardware: Hardware) -> str | None:
+    """A warning when worker jobs get a loopback ``PREFECT_API_URL`` but the scheduler is not on
+    loopback (workers on other nodes): their task states and logs would not reach the server."""
+    from urllib.parse import urlparse
+
+    url = env.get("PREFECT_API_URL", "")
+    if urlparse(url).hostname not in LOOPBACK_HOSTS:
+        return None
+    if (hardware.scheduler_host or "") in LOOPBACK_HOSTS or hardware.interface == "lo":
+        return None
+    return (
+        f"PREFECT_API_URL is {url}, a loopback address: worker jobs on other nodes cannot reach"
+        " it; start the Prefect server on an address the compute nodes reach (prefect server"
+        " start --host 0.0.0.0) and export PREFECT_API_URL=http://<this host>:<port>/api"
+    )
+
+
 def job_script_markdown(
     script: str, backend: str, kind: str, jobs: int, gpus_per_job: int, run_dir: Path
 ) -> str:
@@ -110,6 +130,15 @@ def _record_script(markdown: str, run_id: str | None, kind: str, description: st
     return key
 
 
+def _log_warning(text: str) -> None:
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is not None:
+        from prefect import get_run_logger
+
+        get_run_logger().warning(text)
+
+
 @contextlib.contextmanager
 def jobqueue_runner(
     hardware: Hardware,
@@ -144,6 +173,9 @@ def jobqueue_runner(
     for path in cluster_paths(run_dir).values():
         path.mkdir(parents=True, exist_ok=True)
     count = worker_count(jobs, hardware.max_workers if max_workers is None else max_workers)
+    warning = loopback_warning(env, hardware)
+    if warning:
+        _log_warning(warning)
     cluster = make_cluster(class_path, kwargs)
     try:
         script = cluster.job_script()
