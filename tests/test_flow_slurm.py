@@ -8,6 +8,8 @@ the session's real Prefect server. Checked:
   job id and the GPU id SLURM gave it; the job script artifact carries the ``--gres`` line and
   the Prefect API in its prologue; no job is left in the queue afterwards;
 - the store equals a local-backend run of the same config bit for bit (one torch thread);
+- ``hardware.aggregate.where: worker``: the aggregation ran in a SLURM job of its own (CPU only,
+  the aggregate partition), and on a local worker process for the local run;
 - fault: ``scancel`` of a worker job while its generation task runs; the task is rerun on the
   other worker, the flow completes, and every member equals the undisturbed sampler's output.
 """
@@ -52,12 +54,19 @@ def slurm_env(slurm_cluster, prefect_api):
 
 @pytest.fixture(scope="module")
 def runs(slurm_env, tiny_world, tmp_path_factory):
-    """The same tiny config run on SLURM and on the local backend."""
+    """The same tiny config run on SLURM and on the local backend, aggregated on workers."""
     root = tmp_path_factory.mktemp("slurm-flow")
+    on_worker = {"where": "worker"}
+    hardware = SLURM_HARDWARE | {"aggregate": SLURM_HARDWARE["aggregate"] | on_worker}
     slurm = write_run_config(
-        root / "slurm.yaml", tiny_world["model"], tiny_world["archive"], hardware=SLURM_HARDWARE
+        root / "slurm.yaml", tiny_world["model"], tiny_world["archive"], hardware=hardware
     )
-    local = write_run_config(root / "local.yaml", tiny_world["model"], tiny_world["archive"])
+    local = write_run_config(
+        root / "local.yaml",
+        tiny_world["model"],
+        tiny_world["archive"],
+        hardware={"backend": "local", "aggregate": on_worker},
+    )
     began = time.monotonic()
     slurm_state = generate_priors(str(slurm), run_id="on-slurm", return_state=True)
     seconds = time.monotonic() - began
@@ -102,6 +111,11 @@ def test_every_member_ran_in_a_slurm_job_with_its_gpu(runs):
     assert "#SBATCH --gres=gpu:1" in script, script
     assert "#SBATCH -p gpu" in script and "--resources GPU=1" in script
     assert "export PREFECT_API_URL=" in script and "export PRIORFLOW_TORCH_THREADS=1" in script
+    # aggregation on a worker: a CPU job of its own in the aggregate partition
+    aggregate = artifacts["priorflow-on-slurm-aggregate-job-script"].data
+    assert "#SBATCH -p debug" in aggregate and "--gres" not in aggregate, aggregate
+    assert "| worker jobs | 2 |" in aggregate  # one per size (6h, 9h)
+    assert list((Path(plan.run_dir) / "cluster" / "logs").glob("pf-aggregate-on-slurm-*.out"))
 
 
 def test_slurm_store_equals_the_local_run_bit_for_bit(runs):
