@@ -32,6 +32,7 @@ from priorflow.cluster import (
     worker_count,
 )
 from priorflow.config import Hardware
+from priorflow.errors import ConfigError
 from tasks.keys import artifact_key
 
 TORCH_THREADS_ENV = "PRIORFLOW_TORCH_THREADS"
@@ -130,6 +131,42 @@ def _record_script(markdown: str, run_id: str | None, kind: str, description: st
     return key
 
 
+def dry_run_submit(backend: str, script: str, directory: Path) -> None:
+    """Ask SLURM whether it would accept the worker job (``sbatch --test-only``), so that a bad
+    partition, account or GPU request is a one-line ConfigError instead of a flow that waits
+    forever for workers that never come (dask-jobqueue only logs a refused submission).
+
+    PBS and LSF have no such dry run: nothing is checked for them.
+    """
+    import shutil
+    import subprocess
+
+    if backend != "slurm" or shutil.which("sbatch") is None:
+        return
+    path = directory / ".job-script-test.sh"
+    path.write_text(script)
+    try:
+        result = subprocess.run(
+            ["sbatch", "--test-only", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no answer: let the real submission tell
+    finally:
+        path.unlink(missing_ok=True)
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        why = "; ".join(lines[-2:]) or f"exit status {result.returncode}"
+        raise ConfigError(
+            f"hardware: SLURM refuses the worker job ({why}) — check hardware.account and the"
+            " partition, cpus, ram, time and gpus of hardware.gen/aggregate (see the job script"
+            " artifact)"
+        )
+
+
 def _log_warning(text: str) -> None:
     from prefect.context import FlowRunContext
 
@@ -185,8 +222,13 @@ def jobqueue_runner(
             kind,
             f"priorflow {run_id}: the {hardware.backend} job script of the {kind} workers",
         )
+        if count:
+            dry_run_submit(hardware.backend, script, cluster_paths(run_dir)["logs"])
         cluster.scale(jobs=count)
         runner = DaskTaskRunner(address=cluster.scheduler_address)
         yield JobqueueCluster(runner, cluster, script, count, key)
     finally:
-        cluster.close()
+        try:
+            cluster.close()
+        except Exception as error:  # a job that never started: do not hide the first error
+            _log_warning(f"closing the {hardware.backend} cluster: {type(error).__name__}")

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from flows.jobqueue import is_jobqueue, job_script_markdown, jobqueue_runner, loopback_warning
+from flows.jobqueue import (
+    dry_run_submit,
+    is_jobqueue,
+    job_script_markdown,
+    jobqueue_runner,
+    loopback_warning,
+)
 from flows.runner import check_backend
 from priorflow.config import load_config
+from priorflow.errors import ConfigError
 from tests._runs import CONFIGS
 
 API = "http://127.0.0.1:4200/api"
@@ -51,3 +58,19 @@ def test_pbs_and_lsf_runners_build_their_job_script(tmp_path: Path, backend, gpu
     assert (
         "| worker jobs | 3 |" in markdown and f"```bash\n{started.job_script.rstrip()}" in markdown
     )
+
+
+def test_a_job_slurm_refuses_is_a_one_line_error(slurm_cluster, tmp_path: Path):
+    """A bad partition fails at once (sbatch --test-only) instead of waiting for workers."""
+    hardware = _hardware('hardware.scheduler_host="127.0.0.1"', "hardware.gen.partition=nope")
+    with (
+        pytest.raises(ConfigError, match=r"^hardware: SLURM refuses the worker job \(.*partition"),
+        jobqueue_runner(hardware, tmp_path / "run", 2, 1, env={}),
+    ):
+        pass
+    assert slurm_cluster.job_ids() == []
+    # what SLURM accepts passes the dry run and submits nothing by itself
+    good = _hardware('hardware.scheduler_host="127.0.0.1"', "hardware.gen.partition=gpu")
+    with jobqueue_runner(good, tmp_path / "ok", 0, 1, env={}) as started:
+        dry_run_submit("slurm", started.job_script, tmp_path)
+    assert slurm_cluster.job_ids() == []
