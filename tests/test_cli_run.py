@@ -189,6 +189,21 @@ def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny
     assert flow_run.state.is_completed()
     assert flow_run.parameters["run_id"] == "cli-test"
 
+    # --check on the same run: resumed (nothing to generate), then the prior check fails
+    thresholds = ["--set", "check.max_lag=3", "--set", "check.max_bias=1e-9"]
+    checked = subprocess.run(
+        [str(PRIORFLOW), "run", str(config), "--run-id", "cli-test", "--check", *thresholds],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "(resumed)" in checked.stdout
+    assert "prior check failed" in checked.stderr and "bias" in checked.stderr, checked.stderr
+    assert (store.parent / "check" / "report.md").is_file()
+
     failing = copy_model_with_target(
         tiny_world["model"],
         tmp_path / "failing",

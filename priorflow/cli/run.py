@@ -1,4 +1,4 @@
-"""``priorflow run CONFIG [--set k=v ...] [--run-id ID] [--keep-server] [--no-build-archive]``.
+"""``priorflow run CONFIG [--set k=v ...] [--run-id ID] [--check] [--keep-server] [--no-build-archive]``.
 
 Runs the ``prior-generation`` flow on a run config, in this process, with a progress bar for the
 whole run. In order:
@@ -18,7 +18,8 @@ whole run. In order:
    Dask workers).
 4. The flow; then the store path and the UI address of the flow run are printed. Exit status 1
    when the flow fails (e.g. missing members, named in the message; rerun with the same
-   ``--run-id`` to resume).
+   ``--run-id`` to resume). ``--check`` runs the prior check after generation, as the nightly
+   deployment does (the run fails when the check fails).
 
 Prefect, Dask and torch are imported only inside the command.
 """
@@ -147,6 +148,11 @@ def run(
     run_id: str | None = typer.Option(
         None, "--run-id", help="Name of the run; reuse one to resume it (default: from config)."
     ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Run the prior check after generation (as the nightly deployment does).",
+    ),
     keep_server: bool = typer.Option(
         False,
         "--keep-server",
@@ -205,6 +211,7 @@ def run(
                 str(Path(config).resolve()),
                 overrides=items or None,
                 run_id=run_id,
+                check=check,
                 return_state=True,
             )
         flow_run_id = state.state_details.flow_run_id
