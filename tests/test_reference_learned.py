@@ -125,7 +125,7 @@ def test_shipped_model_loads_and_records_its_training():
     assert card.blanket_size == 8 and card.dt_hours == 1
     assert card.schedule.name == "rectified"
     assert (card.schedule.sigma_min, card.schedule.sigma_max) == (1e-3, 1e3)
-    assert card.archive == "data/archive.zarr"
+    assert card.archive == "../../data/archive.zarr"  # relative to the model directory
     assert card.metadata["command"].startswith("priorflow train --archive data/archive.zarr")
     assert world_of(model).shape == card.state_shape
     assert not (MODEL / "training_state.pt").exists()

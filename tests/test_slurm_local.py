@@ -105,8 +105,11 @@ def test_sbatch_gres_sees_gpus(slurm_cluster, tmp_path):
     """--gres=gpu:1 gives CUDA_VISIBLE_DEVICES=0; a concurrent job gets GPU 1; none without."""
     assert slurm_cluster.wait_empty() == [], "jobs left over from another test"
     first, second, plain = (tmp_path / f"{name}.env" for name in ("first", "second", "plain"))
+    # The first job holds its GPU until the second has run (at most 60 s), so they overlap
+    # however slowly the second starts on a loaded machine.
+    hold = f"env; for i in $(seq 120); do [ -s {second} ] && break; sleep 0.5; done"
     job = slurm_cluster.run(
-        "sbatch", "--parsable", "--gres=gpu:1", "-o", str(first), "--wrap", "env; sleep 3"
+        "sbatch", "--parsable", "--gres=gpu:1", "-o", str(first), "--wrap", hold
     ).stdout.strip()
     assert _wait_state(slurm_cluster, job, "RUNNING") == "RUNNING"
     slurm_cluster.run("sbatch", "-p", "gpu", "--gres=gpu:1", "-o", str(second), "--wrap", "env")
