@@ -651,6 +651,11 @@ def run_check(
     )
 
 
+def _cell(value: Any) -> str:
+    """A markdown table cell: pipes inside the text (e.g. ``|.| <= 0.2``) escaped."""
+    return str(value).replace("|", "\\|")
+
+
 def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -698,7 +703,8 @@ def render_report(
     ]
     for f in findings:
         status = "pass" if f.ok else "**FAIL**"
-        lines.append(f"| {f.group} | {f.criterion} | {_fmt(f.value)} | {f.limit} | {status} |")
+        cells = (f.group, f.criterion, _fmt(f.value), f.limit, status)
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     lines.append("")
     for group, n in numbers.items():
         ds = results[group]

@@ -101,6 +101,10 @@ def test_outputs_are_written_in_the_run(exact_result):
     assert report.startswith("# Prior check: **PASS**")
     assert report.count("](data:image/png;base64,") == 4
     assert "| 48h | seams |" in report
+    # every verdict row has exactly its five cells (pipes inside a cell are escaped)
+    rows = [line for line in report.splitlines() if line.startswith("| 48h |")]
+    assert rows and all(line.replace("\\|", "").count("|") == 6 for line in rows), rows
+    assert "\\|.\\| <=" in report
     json.dumps(exact_result.to_dict())  # the task's record is JSON-able
     assert not list(exact_result.run_dir.glob(".check*"))  # no temporary folder left
 
