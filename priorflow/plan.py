@@ -98,6 +98,31 @@ class SizePlan:
     jobs: tuple[Job, ...]
 
 
+# The run settings every job passes to ``generate_trajectory`` (besides its own size, start, seed).
+GENERATION_FIELDS = (
+    "overlap",
+    "sampler",
+    "sampler_config",
+    "steps",
+    "fold",
+    "precision",
+    "blanket_batch",
+)
+
+
+def generation_kwargs(job: Job, settings: Any) -> dict[str, Any]:
+    """Keyword arguments of ``generate_trajectory(model, **kwargs)`` for ``job``.
+
+    ``settings`` is anything with the :data:`GENERATION_FIELDS` attributes (a :class:`RunPlan`,
+    or the small picklable settings a task receives). Gives ``trajectory_size, start, seed`` and
+    those fields; add ``devices`` and ``progress`` yourself.
+    """
+    kwargs = {"trajectory_size": job.size, "start": job.start, "seed": job.seed}
+    kwargs.update({name: getattr(settings, name) for name in GENERATION_FIELDS})
+    kwargs["sampler_config"] = dict(kwargs["sampler_config"])
+    return kwargs
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Everything a run will do, resolved: the settings every job shares and the jobs.
@@ -150,23 +175,9 @@ class RunPlan:
         raise ConfigError(f"size: {key!r} is not in this run — it has {known}")
 
     def generate_kwargs(self, job: Job) -> dict[str, Any]:
-        """Keyword arguments of ``generate_trajectory(model, **kwargs)`` for ``job``.
-
-        ``trajectory_size, start, seed, overlap, sampler, sampler_config, steps, fold,
-        precision, blanket_batch``; add ``devices`` and ``progress`` yourself.
-        """
-        return {
-            "trajectory_size": job.size,
-            "start": job.start,
-            "seed": job.seed,
-            "overlap": self.overlap,
-            "sampler": self.sampler,
-            "sampler_config": dict(self.sampler_config),
-            "steps": self.steps,
-            "fold": self.fold,
-            "precision": self.precision,
-            "blanket_batch": self.blanket_batch,
-        }
+        """Keyword arguments of ``generate_trajectory(model, **kwargs)`` for ``job``
+        (see :func:`generation_kwargs`)."""
+        return generation_kwargs(job, self)
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the samples (compared when a run is resumed), JSON-able."""

@@ -34,7 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.runner import TORCH_THREADS_ENV
 from priorflow.cluster import gpu_ids_from_env, slurm_job_id
 from priorflow.errors import PriorflowError
-from priorflow.plan import Job, RunPlan
+from priorflow.plan import Job, RunPlan, generation_kwargs
 from tasks.keys import artifact_key
 
 PROGRESS_EVERY = 5.0  # percent between two progress-artifact updates
@@ -72,18 +72,7 @@ class GenerationSettings:
 
     def generate_kwargs(self, job: Job) -> dict[str, Any]:
         """Keyword arguments of ``generate_trajectory(model, **kwargs)`` for ``job``."""
-        return {
-            "trajectory_size": job.size,
-            "start": job.start,
-            "seed": job.seed,
-            "overlap": self.overlap,
-            "sampler": self.sampler,
-            "sampler_config": dict(self.sampler_config),
-            "steps": self.steps,
-            "fold": self.fold,
-            "precision": self.precision,
-            "blanket_batch": self.blanket_batch,
-        }
+        return generation_kwargs(job, self)
 
 
 # ---------------------------------------------------------------------------------------------
