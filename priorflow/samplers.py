@@ -67,9 +67,9 @@ class Sampler(ABC):
         self.sigmas = schedule(grid)
 
     @property
-    @abstractmethod
     def evaluations(self) -> int:
-        """Denoiser calls per sample."""
+        """Denoiser calls per sample: one per step unless a sampler says otherwise."""
+        return self.steps
 
     @abstractmethod
     def run(
@@ -124,10 +124,6 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
 
-    @property
-    def evaluations(self) -> int:
-        return self.steps
-
     def run(
         self, x: torch.Tensor, noise: Callable[[], torch.Tensor], progress: Progress
     ) -> torch.Tensor:
@@ -145,10 +141,6 @@ class DDPMSampler(Sampler):
     """
 
     name = "ddpm"
-
-    @property
-    def evaluations(self) -> int:
-        return self.steps
 
     def run(
         self, x: torch.Tensor, noise: Callable[[], torch.Tensor], progress: Progress
@@ -222,10 +214,6 @@ class LMSSampler(Sampler):
 
     name = "lms"
     defaults: ClassVar[dict[str, Any]] = {"order": 3}
-
-    @property
-    def evaluations(self) -> int:
-        return self.steps
 
     def run(
         self, x: torch.Tensor, noise: Callable[[], torch.Tensor], progress: Progress
