@@ -14,7 +14,7 @@ Measured on the 2-core CPU machine (2026-11-24, quiet): overhead 1.00x (conv) an
 (token MLP, noisy); speed-up 0.67x / 0.74x. On the CPU both backbones are compute-bound (about
 10 ms per blanket), so one batched call does the same work as the loop; a sweep of blanket
 batch sizes 1-17 was flat within 30 % with no consistent winner. The speed-up from batching is
-a per-call-overhead effect (kernel launches), to be measured on a GPU (``--device`` there).
+a per-call-overhead effect (kernel launches), to be measured on a GPU (``--device cuda``).
 """
 
 from __future__ import annotations
@@ -84,18 +84,27 @@ class TokenBackbone(nn.Module):
 
 def interleaved(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall time of each function, measured in alternation after one warm-up each."""
+
+    def sync() -> None:  # GPU kernels run asynchronously: wait for them inside the timing
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
     for fn in functions.values():
         fn()
+    sync()
     times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
             began = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - began)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def measure(backbone: nn.Module, steps: int, repeats: int) -> dict[str, float]:
+def measure(
+    backbone: nn.Module, steps: int, repeats: int, device: torch.device
+) -> dict[str, float]:
     """Seconds for: one loop call, one batched call, steps pure forwards, one sampling run."""
     card = ModelCard(
         backbone={"target": "benchmarks.bench_blanket:BenchBackbone"},
@@ -104,12 +113,12 @@ def measure(backbone: nn.Module, steps: int, repeats: int) -> dict[str, float]:
         state_shape=STATE,
         denoising_steps=steps,
     )
-    model = Model(card, backbone.eval())
+    model = Model(card, backbone.eval().to(device))
     denoiser = model.denoiser("float32")
     plan = BlanketPlan(T, K, O)
-    x = torch.randn(1, plan.padded_size, *STATE)
-    dates = timestamps(datetime(2000, 4, 3), plan.padded_size, 1)
-    sigma = torch.tensor(3.0)
+    x = torch.randn(1, plan.padded_size, *STATE, device=device)
+    dates = timestamps(datetime(2000, 4, 3), plan.padded_size, 1).to(device)
+    sigma = torch.tensor(3.0, device=device)
     composed = BlanketDenoiser(denoiser, plan)
 
     def per_blanket_loop() -> torch.Tensor:
@@ -122,14 +131,16 @@ def measure(backbone: nn.Module, steps: int, repeats: int) -> dict[str, float]:
 
     blankets = x[:, plan.window_index].reshape(-1, K, *STATE)
     blanket_dates = dates[plan.window_index]
-    c_noise = torch.full((plan.num_blankets,), 10 * float(torch.log(sigma)))
+    c_noise = torch.full((plan.num_blankets,), 10 * float(torch.log(sigma)), device=device)
 
     def pure_forwards() -> None:
         for _ in range(steps):
             backbone(blankets, c_noise, blanket_dates)
 
     def sampling_run() -> None:
-        generate_trajectory(model, T, datetime(2000, 4, 3), 0, overlap=O, steps=steps)
+        generate_trajectory(
+            model, T, datetime(2000, 4, 3), 0, overlap=O, steps=steps, devices=[device]
+        )
 
     with torch.no_grad():
         torch.testing.assert_close(
@@ -147,6 +158,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -154,14 +166,14 @@ def main() -> None:
 
     print(
         f"K={K}, O={O}, T={T}, {BlanketPlan(T, K, O).num_blankets} blankets of {STATE}; "
-        f"{args.threads} threads; lms, {args.steps} steps; medians of interleaved runs"
+        f"{args.device}, {args.threads} threads; lms, {args.steps} steps; medians of interleaved runs"
     )
     header = f"{'backbone':<22}{'params':>8}{'loop s':>9}{'batch s':>9}{'speed-up':>10}"
     header += f"{'forward s':>11}{'sample s':>10}{'overhead':>10}"
     print(header)
     for name, backbone in backbones.items():
         params = sum(p.numel() for p in backbone.parameters()) / 1e6
-        t = measure(backbone, args.steps, args.repeats)
+        t = measure(backbone, args.steps, args.repeats, torch.device(args.device))
         print(
             f"{name:<22}{params:>7.2f}M{t['loop']:>9.4f}{t['batched']:>9.4f}"
             f"{t['loop'] / t['batched']:>9.2f}x{t['pure']:>11.3f}{t['sampling']:>10.3f}"
