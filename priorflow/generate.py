@@ -121,4 +121,4 @@ def generate_trajectory(
         "mean": float(latent.mean()) if finite else float("nan"),
         "std": float(latent.std()) if finite else float("nan"),
     }
-    return Trajectory(latent, timestamps(start, trajectory_size, model.dt_hours), record)
+    return Trajectory(latent, plan.trim(dates, dim=0).cpu(), record)
