@@ -28,10 +28,10 @@ from datetime import datetime
 import torch
 from torch import nn
 
-from priorflow.blanket import BlanketDenoiser, BlanketPlan
-from priorflow.dates import timestamps
-from priorflow.generate import generate_trajectory
-from priorflow.model import Model, ModelCard
+from priorflow.core.blanket import BlanketDenoiser, BlanketPlan
+from priorflow.core.dates import timestamps
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import Model, ModelCard
 
 STATE = (4, 16, 32)
 K, O, T = 8, 4, 72

@@ -23,7 +23,7 @@ from priorflow.errors import ConfigError
 def blocks_api_url(kind: str = "model", name: str = "?") -> str:
     """The Prefect API that holds the blocks; ConfigError (one line) when none answers."""
     from flows.server import api_healthy, configured_api_url, read_record
-    from priorflow.cli.run import prefect_home
+    from cli.run import prefect_home
 
     url = configured_api_url()
     if url:

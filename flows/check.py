@@ -33,7 +33,7 @@ def prior_check(
     Returns:
         The check's record (verdict, reasons, key numbers, paths).
     """
-    from priorflow.check import load_check_config
+    from priorflow.evaluation.check import load_check_config
 
     thresholds = load_check_config(run_dir, overrides or ())
     return check_priors(run_dir, thresholds.model_dump(), archive)

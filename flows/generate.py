@@ -3,10 +3,10 @@
 ``generate_priors(config_path, overrides, run_id, check)`` (flow ``prior-generation``):
 
 1. validates the config, model card, checkpoint and archive and plans the run
-   (:func:`flows.prepare.prepare_run`; a user error fails the flow with its one-line message);
+   (:func:`priorflow.run.prepare.prepare_run`; a user error fails the flow with its one-line message);
 2. creates the store schema-first (or checks the existing one when a run_id is resumed), with the
    flow run id in its provenance;
-3. builds the Dask task runner from ``hardware`` (:func:`flows.runner.open_task_runner`: a
+3. builds the Dask task runner from ``hardware`` (:func:`flows.runners.open_task_runner`: a
    LocalCluster, an existing scheduler, or a SLURM/PBS/LSF cluster scaled to the pending jobs,
    its job script recorded as an artifact) and submits every job that has no done mark at
    once, each under ``dask.annotate(resources={"GPU": n})``;
@@ -35,8 +35,8 @@ import dask
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.prepare import prepare_run
-from flows.runner import (
+from priorflow.run.prepare import prepare_run
+from flows.runners import (
     aggregation_runner,
     check_workers,
     job_resources,
@@ -85,7 +85,7 @@ def generate_priors(
     Returns:
         The run directory ``<output_dir>/<run_id>`` (``prior.zarr``, ``config.yaml``).
     """
-    from priorflow.model import file_sha256
+    from priorflow.models.loading import file_sha256
     from priorflow.store import create_store, missing_jobs, run_provenance
 
     logger = get_run_logger()
@@ -111,7 +111,7 @@ def generate_priors(
         hardware = prepared.config.hardware
         n_gpus = None
         if backend == "local":
-            from flows.runner import cuda_gpu_count
+            from flows.runners import cuda_gpu_count
 
             n_gpus = cuda_gpu_count()
         settings = GenerationSettings.from_plan(plan)
@@ -181,7 +181,7 @@ def _aggregate(hardware: Any, run_dir: str, run_id: str, groups: list[str]) -> d
 
 def _check(run_dir: str, section: dict[str, Any], logger: Any) -> None:
     """The prior check of the run with the config's ``check:`` thresholds (raises on fail)."""
-    from priorflow.check import CheckConfig
+    from priorflow.evaluation.check import CheckConfig
     from tasks.check import check_priors
 
     thresholds = CheckConfig.parse(section)

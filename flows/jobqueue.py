@@ -1,7 +1,7 @@
 """Batch-scheduler task runners (SLURM, PBS, LSF) for the flow, from the config's ``hardware``.
 
 :func:`jobqueue_runner` builds the dask-jobqueue cluster with
-:func:`priorflow.cluster.jobqueue_spec` (resources of ``hardware.gen`` or ``hardware.aggregate``,
+:func:`priorflow.run.cluster.jobqueue_spec` (resources of ``hardware.gen`` or ``hardware.aggregate``,
 ``--gres=gpu:N``, logs and scratch under ``<run_dir>/cluster/``, the Prefect environment exported
 in the job prologue), records its job script as a markdown artifact of the flow run, scales it
 to a fixed number of worker jobs (``scale(jobs=worker_count(jobs, hardware.max_workers))``, not
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from priorflow.cluster import (
+from priorflow.run.cluster import (
     JOBQUEUE_CLASSES,
     cluster_paths,
     forwarded_env,
@@ -65,7 +65,7 @@ def is_jobqueue(backend: str) -> bool:
 def worker_env(hardware: Hardware, kind: str = "gen") -> dict[str, str]:
     """The environment exported in each job's prologue.
 
-    :func:`priorflow.cluster.forwarded_env` (``PREFECT_API_URL`` and the rest of ``PREFECT_*``,
+    :func:`priorflow.run.cluster.forwarded_env` (``PREFECT_API_URL`` and the rest of ``PREFECT_*``,
     ``PRIORFLOW_*``, ``DO_NOT_TRACK``) plus ``PRIORFLOW_TORCH_THREADS`` = the job's ``cpus``
     unless it is set here already.
     """

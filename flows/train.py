@@ -1,6 +1,6 @@
 """The ``train_reference`` flow: training the reference backbone, visible in the Prefect UI.
 
-A thin wrapper of :func:`priorflow.training.train`: one task trains (rerunning the flow on the
+A thin wrapper of :func:`priorflow.models.training.train`: one task trains (rerunning the flow on the
 same ``out`` resumes), reports its progress to a progress artifact and its logs, and the flow
 ends with a markdown artifact summarising the model directory.
 """
@@ -20,7 +20,7 @@ from prefect.artifacts import (
 @task(name="train-backbone", task_run_name="train-{out}")
 def train_backbone(archive: str, out: str, config: dict[str, Any], log_every: int) -> dict:
     """Train on ``archive`` into ``out``; returns a small record (no tensors)."""
-    from priorflow.training import TrainConfig, TrainingData, TrainProgress, train
+    from priorflow.models.training import TrainConfig, TrainingData, TrainProgress, train
 
     logger = get_run_logger()
     settings = TrainConfig(**config)
@@ -68,7 +68,7 @@ def train_reference(
     """Train the reference backbone on ``archive`` into the model directory ``out``.
 
     ``backbone`` holds the backbone's kwargs (e.g. ``{"channels": [16, 32, 64]}``); ``extra``
-    any other :class:`~priorflow.training.TrainConfig` field. Returns the training record.
+    any other :class:`~priorflow.models.training.TrainConfig` field. Returns the training record.
     """
     config = {
         "steps": steps,

@@ -1,6 +1,6 @@
 """The prior-check task: judge a finished run and publish the verdict as artifacts.
 
-``check_priors(run_dir, thresholds, archive)`` calls :func:`priorflow.check.run_check` (metrics
+``check_priors(run_dir, thresholds, archive)`` calls :func:`priorflow.evaluation.check.run_check` (metrics
 against the archive, climatology and persistence; ``<run_dir>/check/``: metrics store, report,
 PNGs) and creates two artifacts keyed by the run:
 
@@ -8,7 +8,7 @@ PNGs) and creates two artifacts keyed by the run:
   so the Prefect UI shows them;
 - ``priorflow-<run_id>-check-verdict``: a table, one row per judged criterion and size.
 
-A failed verdict raises :class:`priorflow.check.CheckError` (the reasons, one per line), so the
+A failed verdict raises :class:`priorflow.evaluation.check.CheckError` (the reasons, one per line), so the
 task run and the flow run that waits on it end Failed (red in the UI); a user error (no store,
 unfinished run, bad thresholds) is not retried.
 """
@@ -63,7 +63,7 @@ def check_priors(
         thresholds: a ``check:`` mapping (None: the run's own, from ``config.yaml``).
         archive: the latent archive (None: the run's).
     """
-    from priorflow.check import run_check
+    from priorflow.evaluation.check import run_check
 
     logger = get_run_logger()
     result = run_check(run_dir, thresholds, archive, progress=logger.info)

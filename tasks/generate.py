@@ -4,9 +4,9 @@
 a done mark is skipped (its mark's record is returned), so a rerun of the flow, a Prefect retry
 or Dask rescheduling after a lost worker never writes a member twice. Otherwise it
 
-1. pins torch's threads (``PRIORFLOW_TORCH_THREADS``, see :mod:`flows.runner`);
+1. pins torch's threads (``PRIORFLOW_TORCH_THREADS``, see :mod:`flows.runners`);
 2. loads the model once per worker process (cached by path, checkpoint and device);
-3. calls :func:`priorflow.generate.generate_trajectory` with the job's seed, reporting the
+3. calls :func:`priorflow.core.generate.generate_trajectory` with the job's seed, reporting the
    sampler's steps to a Prefect progress artifact (every 5 %);
 4. on a CUDA out-of-memory error that escapes the core (the blanket denoiser already halves its
    batch within a call), samples the trajectory again with half the blanket batch (down to 1);
@@ -31,8 +31,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.runner import TORCH_THREADS_ENV
-from priorflow.cluster import gpu_ids_from_env, slurm_job_id
+from flows.runners import TORCH_THREADS_ENV
+from priorflow.run.cluster import gpu_ids_from_env, slurm_job_id
 from priorflow.errors import PriorflowError
 from priorflow.plan import Job, RunPlan, generation_kwargs
 from tasks.keys import artifact_key
@@ -85,7 +85,7 @@ _MODELS_LOCK = threading.Lock()
 
 def cached_model(path: str, target: str, device: str) -> Any:
     """``load_model(path, target, device)``, loaded once per worker process."""
-    from priorflow.model import load_model
+    from priorflow.models.loading import load_model
 
     key = (os.path.realpath(path), target, device)
     with _MODELS_LOCK:
@@ -113,7 +113,7 @@ def pin_torch_threads(devices: list[str]) -> int:
     """Set torch's intra-op threads: ``$PRIORFLOW_TORCH_THREADS``, else 1 on the CPU."""
     import torch
 
-    from flows.runner import torch_threads
+    from flows.runners import torch_threads
 
     if os.environ.get(TORCH_THREADS_ENV) or devices == ["cpu"]:
         torch.set_num_threads(torch_threads(default=1))
@@ -184,8 +184,8 @@ def run_job(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The body of :func:`generate_member`, usable without Prefect (progress: any callable)."""
-    from priorflow.blanket import BlanketPlan
-    from priorflow.generate import generate_trajectory
+    from priorflow.core.blanket import BlanketPlan
+    from priorflow.core.generate import generate_trajectory
     from priorflow.store import read_mark, write_member
 
     mark = read_mark(run_dir, job)

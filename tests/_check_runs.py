@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import yaml
 
-from priorflow.archive import open_archive, write_synthetic_archive
+from priorflow.data.archive import open_archive, write_synthetic_archive
 from priorflow.config import load_config
-from priorflow.generate import generate_trajectory
-from priorflow.model import Model, load_model
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import Model, load_model
 from priorflow.plan import make_plan
 from priorflow.store import aggregate, create_store, open_group, run_provenance, write_member
 
@@ -119,7 +119,7 @@ def shared_archive(factory) -> Path:
 
 def shared_exact_model(factory) -> Path:
     """The exact synthetic-world model directory, made once per session."""
-    from priorflow.synthetic import write_exact_model
+    from priorflow.data.synthetic import write_exact_model
 
     if "exact" not in _CACHE:
         _CACHE["exact"] = write_exact_model(factory.mktemp("check-model") / "exact")

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from priorflow.config import RunConfig, load_config
-from priorflow.model import CARD_NAME, ModelCard
+from priorflow.models.loading import CARD_NAME, ModelCard
 from priorflow.plan import RunPlan, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ hardware:
 def make_card(**changes: object) -> ModelCard:
     """A small card: K=8, dt=1 h, states (2, 3, 4), 16 steps, trained in float32."""
     data = {
-        "backbone": {"target": "priorflow.synthetic:exact_backbone", "kwargs": {}},
+        "backbone": {"target": "priorflow.data.synthetic:exact_backbone", "kwargs": {}},
         "blanket_size": 8,
         "dt_hours": 1,
         "state_shape": [2, 3, 4],

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from priorflow.archive import LatentArchive, open_archive, write_synthetic_archive
+from priorflow.data.archive import LatentArchive, open_archive, write_synthetic_archive
 from priorflow.errors import ArchiveError
-from priorflow.seeds import make_generator
-from priorflow.synthetic import SyntheticWorld
+from priorflow.core.seeds import make_generator
+from priorflow.data.synthetic import SyntheticWorld
 
 H1 = np.timedelta64(1, "h")
 
@@ -246,7 +246,7 @@ def test_two_years_of_the_default_world_write_quickly(tmp_path):
 
 
 def test_cli_synth_and_info(tmp_path, capsys):
-    from priorflow.cli import main
+    from cli import main
 
     out = tmp_path / "latent.zarr"
     argv = [

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from priorflow import baselines
-from priorflow.archive import open_archive
+from priorflow.evaluation import baselines
+from priorflow.data.archive import open_archive
 from priorflow.errors import ArchiveError
-from priorflow.synthetic import year_progress
+from priorflow.data.synthetic import year_progress
 from tests._check_runs import shared_archive
 
 START = datetime(2000, 5, 10, 6)

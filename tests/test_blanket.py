@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from priorflow.blanket import FOLDS, BlanketDenoiser, BlanketPlan
+from priorflow.core.blanket import FOLDS, BlanketDenoiser, BlanketPlan
 from priorflow.errors import ConfigError
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from blocks import ClusterProfile, LatentArchive, PriorModel, load_block, resolve_block
 from flows.generate import generate_priors
-from flows.prepare import prepare_run
+from priorflow.run.prepare import prepare_run
 from priorflow.errors import ConfigError
 from priorflow.store import store_path
 from tests.prefect_fixtures import write_run_config

@@ -14,9 +14,9 @@ import xarray as xr
 import yaml
 from torch import nn
 
-from priorflow.check import CheckConfig, CheckError, judge, load_check_config, run_check
+from priorflow.evaluation.check import CheckConfig, CheckError, judge, load_check_config, run_check
 from priorflow.errors import ConfigError, PriorflowError
-from priorflow.model import load_model
+from priorflow.models.loading import load_model
 from tests._check_runs import (
     copy_run,
     make_run,
@@ -255,8 +255,8 @@ class _ChannelLast:
 
 
 def test_the_channel_dimension_may_come_last(exact_run, archive):
-    from priorflow.archive import open_archive
-    from priorflow.evaluate import evaluate_group
+    from priorflow.data.archive import open_archive
+    from priorflow.evaluation.evaluate import evaluate_group
     from priorflow.store import open_group
 
     opened = open_archive(archive)

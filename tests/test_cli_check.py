@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from priorflow.cli import main
+from cli import main
 from tests._check_runs import copy_run, shared_archive, shared_exact_run
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from priorflow.cli import main
-from priorflow.cli.run import DEFAULT_ARCHIVE_RANGE, synthetic_archive_spec
-from priorflow.model import read_card
+from cli import main
+from cli.run import DEFAULT_ARCHIVE_RANGE, synthetic_archive_spec
+from priorflow.models.loading import read_card
 from tests.prefect_fixtures import (
     copy_model_with_target,
     prefect_api,  # noqa: F401  (fixture)
@@ -46,7 +46,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def with_card_metadata(model: Path, out: Path, **metadata) -> Path:
-    copy_model_with_target(model, out, "priorflow.synthetic:exact_backbone")
+    copy_model_with_target(model, out, "priorflow.data.synthetic:exact_backbone")
     card = yaml.safe_load((out / "card.yaml").read_text())
     card["metadata"].update(metadata)
     (out / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
@@ -103,7 +103,7 @@ def test_a_missing_archive_is_an_error_without_build(tiny_world, workdir, tmp_pa
 
 def test_a_missing_archive_of_an_unknown_world_is_not_built(tiny_world, workdir, tmp_path, capsys):  # noqa: F811
     model = copy_model_with_target(
-        tiny_world["model"], tmp_path / "model", "priorflow.synthetic:exact_backbone"
+        tiny_world["model"], tmp_path / "model", "priorflow.data.synthetic:exact_backbone"
     )
     card = yaml.safe_load((model / "card.yaml").read_text())
     card["metadata"] = {"kind": "trained elsewhere"}
@@ -120,7 +120,7 @@ def test_resuming_with_other_settings_exits_2_before_anything_starts(
     tmp_path,
     capsys,
 ):
-    from flows.prepare import prepare_run
+    from priorflow.run.prepare import prepare_run
     from priorflow.store import create_store, run_provenance
 
     config = write_run_config(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from priorflow.archive import write_synthetic_archive
-from priorflow.cli import main
-from priorflow.model import load_model
-from priorflow.synthetic import SyntheticWorld
+from priorflow.data.archive import write_synthetic_archive
+from cli import main
+from priorflow.models.loading import load_model
+from priorflow.data.synthetic import SyntheticWorld
 
 ARGS = [
     "--steps", "4", "--batch-size", "2", "--blanket-size", "4", "--channels", "4,8",

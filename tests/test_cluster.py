@@ -1,4 +1,4 @@
-"""priorflow.cluster: dask-jobqueue arguments from ``hardware``, and a real SLURMCluster.
+"""priorflow.run.cluster: dask-jobqueue arguments from ``hardware``, and a real SLURMCluster.
 
 The job-script tests build the cluster objects (a Dask scheduler on loopback, no job submitted);
 the integration test runs two worker jobs on the local SLURM cluster (tests/slurm_local.py).
@@ -13,7 +13,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from priorflow.cluster import (
+from priorflow.run.cluster import (
     JOBQUEUE_CLASSES,
     batch_job_id,
     cluster_paths,
@@ -287,7 +287,7 @@ def test_lsf_job_script(tmp_path):
 
 def _where() -> dict:
     """Run on a worker: the SLURM job and GPUs it sees, and the prologue's variable."""
-    from priorflow.cluster import gpu_ids_from_env, slurm_job_id
+    from priorflow.run.cluster import gpu_ids_from_env, slurm_job_id
 
     return {
         "job": slurm_job_id(),

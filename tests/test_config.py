@@ -17,7 +17,7 @@ from priorflow.config import (
     parse_overrides,
     slurm_time_seconds,
 )
-from priorflow.dates import parse_trajectory_sizes
+from priorflow.core.dates import parse_trajectory_sizes
 from priorflow.errors import ConfigError
 from tests._runs import CONFIGS, ORIGINAL_EXAMPLE, write_config
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from priorflow.dates import (
+from priorflow.core.dates import (
     date_label,
     parse_start_date,
     parse_trajectory_sizes,

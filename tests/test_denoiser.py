@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from priorflow.denoiser import PreconditionedDenoiser
+from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.precision import resolve_precision
+from priorflow.core.precision import resolve_precision
 
 
 class Recorder(nn.Module):

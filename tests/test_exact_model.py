@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow.blanket import BlanketDenoiser, BlanketPlan
-from priorflow.dates import state_times, timestamps
-from priorflow.generate import generate_trajectory
-from priorflow.model import load_model
-from priorflow.samplers import make_sampler
-from priorflow.synthetic import fields_to_times, write_exact_model
+from priorflow.core.blanket import BlanketDenoiser, BlanketPlan
+from priorflow.core.dates import state_times, timestamps
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import load_model
+from priorflow.core.samplers import make_sampler
+from priorflow.data.synthetic import fields_to_times, write_exact_model
 
 
 @pytest.mark.parametrize("start", [datetime(2000, 1, 10, 0), datetime(2001, 7, 3, 13)])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow.cli import main
-from priorflow.dates import timestamps as state_timestamps
+from cli import main
+from priorflow.core.dates import timestamps as state_timestamps
 from priorflow.errors import ConfigError
-from priorflow.export import export_pt
+from priorflow.store.export import export_pt
 from priorflow.store import StoreError, create_store, write_member
 from tests._runs import small_run
 

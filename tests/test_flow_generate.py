@@ -17,9 +17,9 @@ import torch
 import xarray as xr
 
 from flows.generate import generate_priors
-from flows.prepare import prepare_run
-from priorflow.generate import generate_trajectory
-from priorflow.model import load_model
+from priorflow.run.prepare import prepare_run
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import load_model
 from priorflow.store import mark_path, read_mark, store_path
 from tasks.aggregate import MEMBER_COLUMNS
 from tests.prefect_fixtures import (

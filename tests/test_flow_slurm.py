@@ -26,9 +26,9 @@ import torch
 import xarray as xr
 
 from flows.generate import generate_priors
-from flows.prepare import prepare_run
-from priorflow.generate import generate_trajectory
-from priorflow.model import load_model
+from priorflow.run.prepare import prepare_run
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import load_model
 from priorflow.store import read_mark, store_path
 from tests.prefect_fixtures import read_flow_artifacts, write_run_config
 

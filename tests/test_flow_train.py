@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from priorflow.model import load_model
+from priorflow.models.loading import load_model
 from tests.prefect_fixtures import prefect_api, read_flow_artifacts, read_task_runs, tiny_world
 
 __all__ = ["prefect_api", "tiny_world"]

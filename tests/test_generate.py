@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from priorflow.dates import timestamps
-from priorflow.generate import generate_trajectory
-from priorflow.model import Model, ModelCard
-from priorflow.seeds import job_seed
+from priorflow.core.dates import timestamps
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import Model, ModelCard
+from priorflow.core.seeds import job_seed
 
 
 class SmallBackbone(nn.Module):

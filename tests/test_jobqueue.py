@@ -17,7 +17,7 @@ from flows.jobqueue import (
     jobqueue_runner,
     loopback_warning,
 )
-from flows.runner import check_backend
+from flows.runners import check_backend
 from priorflow.config import load_config
 from priorflow.errors import ConfigError
 from tests._runs import CONFIGS

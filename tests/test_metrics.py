@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow import metrics
-from priorflow.blanket import BlanketPlan
+from priorflow.evaluation import metrics
+from priorflow.core.blanket import BlanketPlan
 
 
 def test_crps_of_a_known_ensemble():

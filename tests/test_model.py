@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from priorflow.errors import ModelError
-from priorflow.model import (
+from priorflow.models.loading import (
     CARD_NAME,
     CHECKPOINTS,
     ModelCard,
@@ -23,7 +23,7 @@ from priorflow.model import (
     read_card,
     write_card,
 )
-from priorflow.reference import ReferenceBackbone
+from priorflow.models.reference import ReferenceBackbone
 
 SHAPE = (2, 4, 8)
 KWARGS = {"channels": [4, 8], "embedding": 8}
@@ -31,7 +31,7 @@ KWARGS = {"channels": [4, 8], "embedding": 8}
 
 def card_dict(**changes) -> dict:
     card = {
-        "backbone": {"target": "priorflow.reference:ReferenceBackbone", "kwargs": dict(KWARGS)},
+        "backbone": {"target": "priorflow.models.reference:ReferenceBackbone", "kwargs": dict(KWARGS)},
         "blanket_size": 4,
         "dt_hours": 1,
         "state_shape": list(SHAPE),
@@ -162,10 +162,10 @@ def test_bad_card_value(tmp_path):
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("priorflow.reference.ReferenceBackbone", "is not 'module:callable'"),
+        ("priorflow.models.reference.ReferenceBackbone", "is not 'module:callable'"),
         ("priorflow.nothere:Backbone", "module 'priorflow.nothere'"),
-        ("priorflow.reference:NoSuchBackbone", "has no attribute 'NoSuchBackbone'"),
-        ("priorflow.reference:_MONTH_OFFSETS", "is not callable"),
+        ("priorflow.models.reference:NoSuchBackbone", "has no attribute 'NoSuchBackbone'"),
+        ("priorflow.models.reference:_MONTH_OFFSETS", "is not callable"),
     ],
 )
 def test_bad_target(tmp_path, target, expected):
@@ -182,7 +182,7 @@ def test_target_that_builds_no_module(tmp_path):
 
 def test_bad_backbone_kwargs(tmp_path):
     card = card_dict(
-        backbone={"target": "priorflow.reference:ReferenceBackbone", "kwargs": {"widht": 3}}
+        backbone={"target": "priorflow.models.reference:ReferenceBackbone", "kwargs": {"widht": 3}}
     )
     message = load_error(make_dir(tmp_path / "m", card=card))
     assert "backbone.kwargs" in message and "widht" in message
@@ -278,8 +278,8 @@ def test_state_dict_of_other_shapes(tmp_path):
 
 
 def test_train_save_load_sample_round_trip(tmp_path):
-    from priorflow.generate import generate_trajectory
-    from priorflow.training import TrainConfig, TrainingData, train
+    from priorflow.core.generate import generate_trajectory
+    from priorflow.models.training import TrainConfig, TrainingData, train
 
     rng = np.random.default_rng(0)
     times = np.datetime64("2000-01-01T00", "ns") + np.arange(24 * 12) * np.timedelta64(1, "h")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from priorflow.archive import open_archive, write_synthetic_archive
+from priorflow.data.archive import open_archive, write_synthetic_archive
 from priorflow.config import load_config
 from priorflow.errors import ArchiveError, ConfigError
-from priorflow.generate import generate_trajectory
+from priorflow.core.generate import generate_trajectory
 from priorflow.plan import format_plan, job_name, make_plan, resolve_archive_path
-from priorflow.seeds import job_seed
-from priorflow.synthetic import SyntheticWorld
+from priorflow.core.seeds import job_seed
+from priorflow.data.synthetic import SyntheticWorld
 from tests._runs import ORIGINAL_EXAMPLE, make_card, write_config
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow.dates import times_to_fields, timestamps
-from priorflow.denoiser import PreconditionedDenoiser
+from priorflow.core.dates import times_to_fields, timestamps
+from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.reference import ReferenceBackbone, date_features
-from priorflow.synthetic import hour_of_day, year_progress
+from priorflow.models.reference import ReferenceBackbone, date_features
+from priorflow.data.synthetic import hour_of_day, year_progress
 
 SHAPE = (2, 8, 16)
 KWARGS = {"channels": [8, 16, 16], "embedding": 16}

@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow.dates import state_times
-from priorflow.generate import generate_trajectory
-from priorflow.model import load_model
-from priorflow.synthetic import SyntheticWorld
+from priorflow.core.dates import state_times
+from priorflow.core.generate import generate_trajectory
+from priorflow.models.loading import load_model
+from priorflow.data.synthetic import SyntheticWorld
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "reference"
 STARTS = (
@@ -121,7 +121,7 @@ def test_reference_model_matches_the_world():
 def test_shipped_model_loads_and_records_its_training():
     model = load_model(MODEL)
     card = model.card
-    assert card.backbone.target == "priorflow.reference:ReferenceBackbone"
+    assert card.backbone.target == "priorflow.models.reference:ReferenceBackbone"
     assert card.blanket_size == 8 and card.dt_hours == 1
     assert card.schedule.name == "rectified"
     assert (card.schedule.sigma_min, card.schedule.sigma_max) == (1e-3, 1e3)

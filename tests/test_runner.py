@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
-from flows.runner import (
+from flows.runners import (
     TORCH_THREADS_ENV,
     check_workers,
     job_resources,

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from priorflow.blanket import BlanketDenoiser, BlanketPlan
+from priorflow.core.blanket import BlanketDenoiser, BlanketPlan
 from priorflow.errors import ConfigError
-from priorflow.samplers import (
+from priorflow.core.samplers import (
     SAMPLERS,
     adams_bashforth_coefficients,
     check_sampler_config,
     make_sampler,
 )
-from priorflow.schedules import make_schedule
+from priorflow.core.schedules import make_schedule
 from tests.gaussian import ExactBlanketDenoiser, ar1_covariance, posterior_matrix
 
 RHO = 0.9

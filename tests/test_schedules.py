@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from priorflow.errors import ConfigError
-from priorflow.schedules import SCHEDULES, make_schedule
+from priorflow.core.schedules import SCHEDULES, make_schedule
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))

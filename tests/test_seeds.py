@@ -8,13 +8,13 @@ from datetime import datetime
 
 import torch
 
-from priorflow.seeds import job_seed, make_generator
+from priorflow.core.seeds import job_seed, make_generator
 
 
 def test_seed_is_stable_across_processes() -> None:
     here = job_seed(3, 72, datetime(2000, 4, 3), 1)
     code = (
-        "from datetime import datetime; from priorflow.seeds import job_seed;"
+        "from datetime import datetime; from priorflow.core.seeds import job_seed;"
         "print(job_seed(3, 72, datetime(2000, 4, 3), 1))"
     )
     there = subprocess.run(

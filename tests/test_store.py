@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 
 from priorflow.config import load_config
-from priorflow.dates import timestamps as state_timestamps
+from priorflow.core.dates import timestamps as state_timestamps
 from priorflow.errors import ConfigError
 from priorflow.store import (
     CONFIG_NAME,

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from priorflow.dates import times_to_fields, timestamps
-from priorflow.denoiser import PreconditionedDenoiser
+from priorflow.core.dates import times_to_fields, timestamps
+from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError, ModelError
-from priorflow.synthetic import (
+from priorflow.data.synthetic import (
     ExactBackbone,
     SyntheticWorld,
     exact_backbone,
@@ -247,11 +247,11 @@ def test_denoiser_is_fast_enough_for_flow_tests():
 
 
 def test_write_exact_model_loads_through_the_card(tmp_path):
-    from priorflow.model import CHECKPOINTS, load_model
+    from priorflow.models.loading import CHECKPOINTS, load_model
 
     path = write_exact_model(tmp_path / "exact", blanket_size=6, dt_hours=1, seed=3)
     card = yaml.safe_load((path / "card.yaml").read_text())
-    assert card["backbone"]["target"] == "priorflow.synthetic:exact_backbone"
+    assert card["backbone"]["target"] == "priorflow.data.synthetic:exact_backbone"
     assert card["blanket_size"] == 6 and card["state_shape"] == [4, 16, 32]
     assert sorted(p.name for p in path.iterdir()) == sorted(["card.yaml", *CHECKPOINTS.values()])
     for target in ("best", "last"):
@@ -267,7 +267,7 @@ def test_write_exact_model_loads_through_the_card(tmp_path):
 
 
 def test_exact_model_checkpoint_of_another_world_is_refused(tmp_path):
-    from priorflow.model import load_model
+    from priorflow.models.loading import load_model
 
     path = write_exact_model(tmp_path / "exact", seed=3)
     card = yaml.safe_load((path / "card.yaml").read_text())

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import priorflow.generate
+import priorflow.core.generate
 import tasks.generate as task_module
-from flows.prepare import prepare_run
-from priorflow.model import load_model
+from priorflow.run.prepare import prepare_run
+from priorflow.models.loading import load_model
 from priorflow.store import create_store, read_mark, run_provenance, store_path
 from tasks.generate import GenerationSettings, ProgressReporter, job_devices, run_job
 from tasks.keys import artifact_key
@@ -65,7 +65,7 @@ def test_run_job_writes_the_member_of_a_direct_call_then_skips(run, monkeypatch)
     assert record["date"] == "2000-01-05T12" and record["device"] == "cpu" and record["finite"]
     assert calls[-1] == (plan.steps, plan.steps)
 
-    direct = priorflow.generate.generate_trajectory(
+    direct = priorflow.core.generate.generate_trajectory(
         load_model(plan.model_path), **plan.generate_kwargs(job), devices=["cpu"]
     )
     import zarr
@@ -78,7 +78,7 @@ def test_run_job_writes_the_member_of_a_direct_call_then_skips(run, monkeypatch)
     def must_not_generate(*args, **kwargs):
         raise AssertionError("a done job was generated again")
 
-    monkeypatch.setattr(priorflow.generate, "generate_trajectory", must_not_generate)
+    monkeypatch.setattr(priorflow.core.generate, "generate_trajectory", must_not_generate)
     again = run_job(job, str(plan.run_dir), settings)
     assert again["skipped"] is True
     assert {k: v for k, v in again.items() if k != "skipped"} == {
@@ -91,7 +91,7 @@ def test_an_escaping_out_of_memory_error_halves_the_blanket_batch(run, monkeypat
     plan, settings = run
     job = plan.jobs[0]
     assert plan.size(9).num_blankets == 3
-    real = priorflow.generate.generate_trajectory
+    real = priorflow.core.generate.generate_trajectory
     batches = []
 
     def small_gpu(model, *args, blanket_batch=None, **kwargs):
@@ -100,7 +100,7 @@ def test_an_escaping_out_of_memory_error_halves_the_blanket_batch(run, monkeypat
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, *args, blanket_batch=blanket_batch, **kwargs)
 
-    monkeypatch.setattr(priorflow.generate, "generate_trajectory", small_gpu)
+    monkeypatch.setattr(priorflow.core.generate, "generate_trajectory", small_gpu)
     logged = []
     record = run_job(job, str(plan.run_dir), settings, log=logged.append)
     assert batches == [3, 1] and record["blanket_batch"] == 1
@@ -113,7 +113,7 @@ def test_other_errors_are_not_retried_inside_the_task(run, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("not a memory problem")
 
-    monkeypatch.setattr(priorflow.generate, "generate_trajectory", broken)
+    monkeypatch.setattr(priorflow.core.generate, "generate_trajectory", broken)
     with pytest.raises(RuntimeError, match="not a memory problem"):
         run_job(plan.jobs[0], str(plan.run_dir), settings)
     assert read_mark(plan.run_dir, plan.jobs[0]) is None

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from priorflow.denoiser import PreconditionedDenoiser
+from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.model import load_model, read_card
-from priorflow.training import (
+from priorflow.models.loading import load_model, read_card
+from priorflow.models.training import (
     STATE_NAME,
     TrainConfig,
     TrainingData,
@@ -154,7 +154,7 @@ def test_files_card_and_best_checkpoint(tmp_path):
     assert names == ["card.yaml", "model_best.pt", "model_last.pt", STATE_NAME]
     card = read_card(out)
     assert card.archive == "tiny" and card.blanket_size == 4 and card.state_shape == SHAPE
-    assert card.backbone.target == "priorflow.reference:ReferenceBackbone"
+    assert card.backbone.target == "priorflow.models.reference:ReferenceBackbone"
     meta = card.metadata
     assert meta["trained_steps"] == 12 and meta["seed"] == 0
     assert meta["best_step"] == result.best_step

@@ -1,5 +1,0 @@
-"""``python -m priorflow`` is the ``priorflow`` command line."""
-
-from priorflow.cli import main
-
-main()
