@@ -6,8 +6,9 @@ paths and hardware settings::
 
     blocks: {model: reference, archive: synthetic, cluster: my-slurm}
 
-Each block turns itself into config values with :meth:`config_values`; the core applies them
-(:func:`priorflow.config.load_config` with ``resolve_block``) and never imports Prefect.
+Each block turns itself into config values with :meth:`config_values`; the library's loader
+applies them (:func:`priorflow.config.load_config`, called by
+:func:`flows.run_config.load_run_config`).
 Register the types once per server: ``prefect block register -m blocks``.
 """
 
@@ -17,6 +18,9 @@ from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field
+
+from priorflow.config import Backend
+from priorflow.models.card import ModelTarget
 
 
 class PriorModel(Block):
@@ -35,7 +39,7 @@ class PriorModel(Block):
     model_path: str = Field(
         description="The model directory (absolute, or relative to the flow's working directory)."
     )
-    target: Literal["best", "last"] = Field(
+    target: ModelTarget = Field(
         default="best", description="The checkpoint: best (model_best.pt) or last."
     )
 
@@ -78,7 +82,7 @@ class ClusterProfile(Block):
         "of one generation job. Name it in a run config: blocks: {cluster: NAME}."
     )
 
-    scheduler: Literal["slurm", "pbs", "lsf", "local", "address"] = Field(
+    scheduler: Backend = Field(
         default="slurm", description="hardware.backend: slurm, pbs, lsf, local or address."
     )
     address: str | None = Field(

@@ -8,23 +8,15 @@ printed as one line, ``error: ...``, with exit status 2 and no traceback.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
+from cli import archive, check, export, plan, run, train
 from priorflow.errors import PriorflowError
 
-# Modules that define ``register(app: typer.Typer) -> None``; missing ones are skipped so the
-# command line works while parts of the project are still being built.
-COMMAND_MODULES = (
-    "cli.run",
-    "cli.plan",
-    "cli.check",
-    "cli.export",
-    "cli.archive",
-    "cli.train",
-)
+#: The command modules; each defines ``register(app: typer.Typer) -> None``.
+COMMAND_MODULES = (run, plan, check, export, archive, train)
 
 
 def build_app() -> typer.Typer:
@@ -48,13 +40,7 @@ def build_app() -> typer.Typer:
 
         typer.echo(__version__)
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(app)
     return app
 

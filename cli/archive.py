@@ -35,7 +35,7 @@ def synth(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from priorflow.data.archive import parse_end, write_synthetic_archive
+    from priorflow.data.synthetic_archive import parse_end, write_synthetic_archive
     from priorflow.core.dates import parse_start_date
     from priorflow.errors import ArchiveError, ConfigError
     from priorflow.data.synthetic import SyntheticWorld

@@ -28,7 +28,8 @@ def check(
     ),
 ) -> None:
     """Check a finished run's priors against the archive, climatology and persistence."""
-    from priorflow.evaluation.check import format_result, load_check_config, run_check
+    from priorflow.evaluation.check import load_check_config, run_check
+    from priorflow.evaluation.report import format_result
 
     config = load_check_config(run, overrides)
     result = run_check(

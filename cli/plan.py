@@ -7,56 +7,34 @@ are capped by the GPUs this machine has (0 on a CPU-only machine), as ``priorflo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
+
+from cli.options import ConfigArgument, RunIdOption, SetOption
 
 
 def plan(
-    config: Path = typer.Argument(..., help="Run config (YAML)."),
-    overrides: list[str] = typer.Option(
-        [],
-        "--set",
-        help="Override a config key: --set diffusion.num_steps=32 (repeatable; YAML values).",
-    ),
-    run_id: str | None = typer.Option(
-        None, "--run-id", help="Name of the run (default: from config)."
-    ),
+    config: ConfigArgument,
+    overrides: SetOption = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    run_id: RunIdOption = None,
 ) -> None:
     """Show what a run config would do: sizes, padded lengths, blankets, jobs, resources."""
-    from priorflow.config import load_config
-    from priorflow.models.loading import read_card
-    from priorflow.plan import format_plan, make_plan, resolve_archive_path
+    from flows.run_config import load_run_config
+    from priorflow.plan import format_plan
+    from priorflow.run.prepare import prepare_run
 
-    items = list(overrides) + ([f"run_id={run_id}"] if run_id else [])
-    # Prefect blocks named in the config are read from the Prefect server (imported only then).
-    from priorflow.run.prepare import block_values
-
-    run_config = load_config(config, items, resolve_block=block_values)
-    card = read_card(run_config.model_path)
-    archive = None
-    archive_path = resolve_archive_path(run_config, card)
-    note = "none (dates not checked)"
-    if archive_path is not None:
-        if Path(archive_path).exists():
-            from priorflow.data.archive import open_archive
-
-            archive = open_archive(archive_path)
-            note = f"{archive_path} (dates checked)"
-        else:
-            note = f"{archive_path} (not built yet; dates not checked)"
-    gpus_available = None
-    if run_config.hardware.backend == "local":  # as the run will: this machine's GPUs
-        import torch
-
-        gpus_available = torch.cuda.device_count()
-    run_plan = make_plan(run_config, card, archive, gpus_available=gpus_available)
-    typer.echo(format_plan(run_plan))
+    prepared = prepare_run(load_run_config(config, overrides, run_id), require_archive=False)
+    if prepared.archive_path is None:
+        note = "none (dates not checked)"
+    elif prepared.archive is None:
+        note = f"{prepared.archive_path} (not built yet; dates not checked)"
+    else:
+        note = f"{prepared.archive_path} (dates checked)"
+    typer.echo(format_plan(prepared.plan))
     typer.echo(f"archive    {note}")
-    if not run_config.run_dir.exists():
+    if not prepared.run_dir.exists():
         typer.echo("store      not created (plan writes nothing)")
     else:
-        typer.echo(f"store      {run_config.run_dir} exists: running it resumes that run")
+        typer.echo(f"store      {prepared.run_dir} exists: running it resumes that run")
 
 
 def register(app: typer.Typer) -> None:

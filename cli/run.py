@@ -3,8 +3,9 @@
 Runs the ``prior-generation`` flow on a run config, in this process, with a progress bar for the
 whole run. In order:
 
-1. Validate everything first: the config, the model card and checkpoint, the plan. A problem is
-   one line ``error: ...`` and exit status 2; nothing is written and no server is started.
+1. Validate everything first: the config (read once, its Prefect blocks resolved once), the
+   model card and checkpoint, the plan. A problem is one line ``error: ...`` and exit status 2;
+   nothing is written and no server is started.
 2. The archive: when the run's archive path does not exist and the model was made from the
    synthetic world (its card's metadata describes the world: ``archive_world`` for a trained
    model, ``world`` for the exact model), the archive is rebuilt there from that description
@@ -26,56 +27,21 @@ Prefect, Dask and torch are imported only inside the command.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import typer
 
-PREFECT_HOME_ENV = "PRIORFLOW_PREFECT_HOME"
-DEFAULT_ARCHIVE_RANGE = ("2000-01-01", "2001-12-31")
-SYNTHETIC_WORLD_KIND = "priorflow.data.synthetic.SyntheticWorld"
-
-
-def prefect_home() -> Path:
-    """Where a local Prefect server keeps its database: ``$PRIORFLOW_PREFECT_HOME`` or ``.prefect``."""
-    return Path(os.environ.get(PREFECT_HOME_ENV) or ".prefect").resolve()
-
-
-def synthetic_archive_spec(card: Any) -> dict[str, Any] | None:
-    """How to rebuild the synthetic archive a model card describes, or None if it names none.
-
-    Returns ``{"world": kwargs, "start", "end", "seed", "dt_hours"}`` from the card's metadata
-    (``archive_world`` or ``world`` of kind SyntheticWorld, ``archive_range``, ``archive_seed``,
-    ``archive_dt_hours``; defaults: the ``archive synth`` command's).
-    """
-    metadata = getattr(card, "metadata", None) or {}
-    world = metadata.get("archive_world") or metadata.get("world")
-    if not isinstance(world, dict) or world.get("kind") != SYNTHETIC_WORLD_KIND:
-        return None
-    kwargs = world.get("kwargs")
-    if not isinstance(kwargs, dict):
-        return None
-    span = metadata.get("archive_range") or DEFAULT_ARCHIVE_RANGE
-    return {
-        "world": dict(kwargs),
-        "start": str(span[0]),
-        "end": str(span[1]),
-        "seed": int(metadata.get("archive_seed", 0)),
-        "dt_hours": int(metadata.get("archive_dt_hours", 1)),
-    }
+from cli.options import ConfigArgument, RunIdOption, SetOption
 
 
 def build_synthetic_archive(path: str, spec: dict[str, Any]) -> Path:
-    """Write the synthetic archive ``spec`` (:func:`synthetic_archive_spec`) to ``path``."""
+    """Build the synthetic archive ``spec`` describes at ``path``, with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from priorflow.data.archive import write_synthetic_archive
-    from priorflow.data.synthetic import SyntheticWorld
+    from priorflow.data.synthetic_archive import build_synthetic_archive as build
 
-    world = SyntheticWorld(**spec["world"])
+    typer.echo(f"archive {path} is missing; building it from the model's synthetic world")
     with Progress(
         TextColumn("[bold]building archive[/] {task.description}"),
         BarColumn(),
@@ -83,71 +49,15 @@ def build_synthetic_archive(path: str, spec: dict[str, Any]) -> Path:
         TimeRemainingColumn(),
     ) as bar:
         task = bar.add_task(str(path), total=None)
-        return write_synthetic_archive(
-            path,
-            spec["start"],
-            spec["end"],
-            world=world,
-            dt_hours=spec["dt_hours"],
-            seed=spec["seed"],
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        return build(
+            path, spec, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
-
-
-class RunProgress:
-    """A progress bar of a run's members, polling the store's done marks in a thread."""
-
-    def __init__(self, plan: Any, interval: float = 0.5) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.plan = plan
-        self.interval = interval
-        self.bar = Progress(
-            "[bold]members",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=False,
-        )
-        self.task = self.bar.add_task("members", total=plan.num_jobs)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="priorflow-progress", daemon=True)
-
-    def done(self) -> int:
-        from priorflow.store import missing_jobs
-
-        return self.plan.num_jobs - len(missing_jobs(self.plan.run_dir, self.plan))
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # the store may not exist yet
-                self.bar.update(self.task, completed=self.done())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RunProgress:
-        self.bar.start()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        try:
-            self.bar.update(self.task, completed=self.done())
-        finally:
-            self.bar.stop()
 
 
 def run(
-    config: Path = typer.Argument(..., help="Run config (YAML)."),
-    overrides: list[str] = typer.Option(
-        [],
-        "--set",
-        help="Override a config key: --set diffusion.num_steps=32 (repeatable; YAML values).",
-    ),
-    run_id: str | None = typer.Option(
-        None, "--run-id", help="Name of the run; reuse one to resume it (default: from config)."
-    ),
+    config: ConfigArgument,
+    overrides: SetOption = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    run_id: RunIdOption = None,
     check: bool = typer.Option(
         False,
         "--check",
@@ -165,22 +75,14 @@ def run(
     ),
 ) -> None:
     """Generate a run's prior trajectories with the prior-generation flow (Prefect + Dask)."""
-    from priorflow.run.prepare import check_resume, prepare_run, resolve_config
+    from flows.run_config import load_run_config
+    from priorflow.run.prepare import check_resumable, prepare_run
 
-    items = list(overrides)
-    resolved = resolve_config(config, items, run_id)  # fixes a default run_id once
-    run_id = str(resolved.run_id)
-    prepared = prepare_run(config, items, run_id, check_archive=False)
-    archive = prepared.archive_path
-    if archive is not None and "://" not in archive and not Path(archive).exists():
-        spec = synthetic_archive_spec(prepared.card) if build_archive else None
-        if spec is not None:
-            typer.echo(
-                f"archive {archive} is missing; building it from the model's synthetic world"
-            )
-            build_synthetic_archive(archive, spec)
-    prepared = prepare_run(config, items, run_id)  # now with the archive's dates checked
-    resumed = check_resume(prepared)  # a resumed run must not change its store
+    run_config = load_run_config(config, overrides, run_id)  # fixes a default run_id once
+    prepared = prepare_run(
+        run_config, build_archive=build_synthetic_archive if build_archive else None
+    )
+    resumed = check_resumable(prepared)  # a resumed run must not change its store
     plan = prepared.plan
     typer.echo(
         f"run {plan.run_id}: {plan.num_jobs} members ({len(plan.sizes)} sizes x"
@@ -192,7 +94,9 @@ def run(
 
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
-    from flows.server import ensure_local_server
+    from cli.progress import RunProgress
+    from flows.generate import generate_priors
+    from flows.server import ensure_local_server, prefect_home
 
     # The in-process Dask scheduler's INFO lines (worker registration...) are noise here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -204,16 +108,8 @@ def run(
         else:
             how = "PREFECT_API_URL"
         typer.echo(f"prefect   {server.ui_url} ({how})")
-        from flows.generate import generate_priors
-
         with RunProgress(plan):
-            state = generate_priors(
-                str(Path(config).resolve()),
-                overrides=items or None,
-                run_id=run_id,
-                check=check,
-                return_state=True,
-            )
+            state = generate_priors(config=run_config, check=check, return_state=True)
         flow_run_id = state.state_details.flow_run_id
         typer.echo(f"store     {Path(plan.run_dir).resolve() / 'prior.zarr'}")
         typer.echo(f"flow run  {server.flow_run_url(flow_run_id)}")

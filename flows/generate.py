@@ -1,15 +1,17 @@
 """The prior-generation flow: one Prefect task per (trajectory size, start date, member).
 
-``generate_priors(config_path, overrides, run_id, check)`` (flow ``prior-generation``):
+``generate_priors(config_path, overrides, run_id, check, config)`` (flow ``prior-generation``):
 
-1. validates the config, model card, checkpoint and archive and plans the run
-   (:func:`priorflow.run.prepare.prepare_run`; a user error fails the flow with its one-line message);
+1. takes the run config (loaded once: from ``config_path`` with :func:`flows.run_config.load_run_config`,
+   or the already loaded ``config`` that ``priorflow run`` passes), checks the model card,
+   checkpoint and archive and plans the run (:func:`priorflow.run.prepare.prepare_run`; a user
+   error fails the flow with its one-line message);
 2. creates the store schema-first (or checks the existing one when a run_id is resumed), with the
    flow run id in its provenance;
-3. builds the Dask task runner from ``hardware`` (:func:`flows.runners.open_task_runner`: a
-   LocalCluster, an existing scheduler, or a SLURM/PBS/LSF cluster scaled to the pending jobs,
-   its job script recorded as an artifact) and submits every job that has no done mark at
-   once, each under ``dask.annotate(resources={"GPU": n})``;
+3. starts the Dask task runner of ``hardware`` (:func:`flows.runners.generation_runner`: a
+   LocalCluster, an existing scheduler, or a SLURM/PBS/LSF cluster scaled to the pending jobs)
+   and submits every job that has no done mark to it at once, each under
+   ``dask.annotate(resources={"GPU": n})``;
 4. waits for all of them, recording the jobs that failed (a task's exception after its retries,
    or a Dask error such as ``KilledWorker``, which Prefect does not turn into a task state);
 5. aggregates every complete trajectory size (:mod:`tasks.aggregate`: table, report and link
@@ -26,25 +28,24 @@ run is left byte-identical (aggregation writes nothing when the marks have not c
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import dask
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.run_config import load_run_config
+from flows.runners import aggregation_runner, generation_runner
+from priorflow.config import RunConfig
+from priorflow.core.devices import cuda_device_count
+from priorflow.plan import Job
+from priorflow.run.local import job_resources
 from priorflow.run.prepare import prepare_run
-from flows.runners import (
-    aggregation_runner,
-    check_workers,
-    job_resources,
-    open_task_runner,
-    use_task_runner,
-)
+from priorflow.store import create_store, missing_jobs, run_provenance
 from tasks.aggregate import aggregate_size
-from tasks.generate import GenerationSettings, generate_member
+from tasks.check import check_priors
+from tasks.generate import generate_member
 
 FLOW_NAME = "prior-generation"
 SHOWN_NAMES = 20
@@ -66,10 +67,11 @@ def _names(names: list[str]) -> str:
 
 @flow(name=FLOW_NAME, persist_result=False)
 def generate_priors(
-    config_path: str,
+    config_path: str | None = None,
     overrides: list[str] | None = None,
     run_id: str | None = None,
     check: bool = False,
+    config: RunConfig | None = None,
 ) -> str:
     """Generate the prior trajectories of a run config into its zarr store.
 
@@ -81,23 +83,24 @@ def generate_priors(
             reuse one to resume that run.
         check: run the prior check after generation (unless the config says
             ``check.enabled: false``); the flow fails when the check fails.
+        config: the loaded config instead of ``config_path``, ``overrides`` and ``run_id``
+            (what ``priorflow run`` passes, so that a config is read and its blocks resolved
+            once).
 
     Returns:
         The run directory ``<output_dir>/<run_id>`` (``prior.zarr``, ``config.yaml``).
     """
-    from priorflow.models.loading import file_sha256
-    from priorflow.store import create_store, missing_jobs, run_provenance
-
     logger = get_run_logger()
     began = datetime.now(UTC)
-    prepared = prepare_run(config_path, overrides, run_id)
+    if config is None:
+        if config_path is None:
+            raise ValueError("generate_priors needs config_path or config")
+        config = load_run_config(config_path, overrides, run_id)
+    prepared = prepare_run(config)
     plan = prepared.plan
     run_dir = str(plan.run_dir)
-    checkpoint = SimpleNamespace(
-        checkpoint=prepared.checkpoint, checkpoint_sha256=file_sha256(prepared.checkpoint)
-    )
-    provenance = run_provenance(checkpoint, flow_run_id=flow_run.id, start_time=began)
-    store = create_store(run_dir, plan, prepared.config, prepared.card, provenance)
+    provenance = run_provenance(prepared.checkpoint, flow_run_id=flow_run.id, start_time=began)
+    store = create_store(run_dir, plan, config, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
 
     pending = missing_jobs(run_dir, plan)
@@ -107,40 +110,14 @@ def generate_priors(
             f"{plan.num_jobs - len(pending)} of {plan.num_jobs} members already done;"
             f" submitting {len(pending)}"
         )
-        backend = plan.backend
-        hardware = prepared.config.hardware
-        n_gpus = None
-        if backend == "local":
-            from flows.runners import cuda_gpu_count
-
-            n_gpus = cuda_gpu_count()
-        settings = GenerationSettings.from_plan(plan)
-        with (
-            open_task_runner(
-                hardware, run_dir, pending, run_id=plan.run_id, n_gpus=n_gpus
-            ) as runner,
-            use_task_runner(runner) as started,
-        ):
-            if backend == "address":
-                slots = max(job_resources(job.gpus, backend)["GPU"] for job in pending)
-                check_workers(started.client, slots, hardware.address)
-            futures = {}
-            for job in pending:
-                with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
-                    futures[job.name] = generate_member.submit(job, run_dir, settings)
-            for name, future in futures.items():
-                try:
-                    future.result()
-                except Exception as error:  # task failure or a Dask error (KilledWorker...)
-                    failed[name] = _one_line(error)
-                    logger.error(f"{name} failed: {failed[name]}")
+        failed |= _generate(config, run_dir, pending, plan.run_id)
     else:
         logger.info(f"all {plan.num_jobs} members already done; nothing to generate")
 
     missing = {job.name for job in missing_jobs(run_dir, plan)}
     complete = [s.group for s in plan.sizes if not any(j.name in missing for j in s.jobs)]
     if complete:
-        failed |= _aggregate(prepared.config.hardware, run_dir, plan.run_id, complete)
+        failed |= _aggregate(config, run_dir, plan.run_id, complete)
 
     missing_names = [job.name for job in plan.jobs if job.name in missing]
     if missing_names:
@@ -155,21 +132,46 @@ def generate_priors(
             f"run {plan.run_id}: {_names(sorted(failed))} failed: {next(iter(failed.values()))}"
         )
     if check:
-        _check(run_dir, prepared.config.check, logger)
+        if config.check.enabled:
+            check_priors(run_dir, config.check.model_dump())
+        else:
+            logger.info("prior check skipped: the config says check.enabled: false")
     return run_dir
 
 
-def _aggregate(hardware: Any, run_dir: str, run_id: str, groups: list[str]) -> dict[str, str]:
+def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) -> dict[str, str]:
+    """Submit every pending job to the config's task runner; the failures by job name."""
+    logger = get_run_logger()
+    backend = config.hardware.backend
+    n_gpus = cuda_device_count() if backend == "local" else 0
+    failed: dict[str, str] = {}
+    with generation_runner(
+        config.hardware, run_dir, pending, run_id=run_id, n_gpus=n_gpus
+    ) as runner:
+        futures = {}
+        for job in pending:
+            with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
+                futures[job.name] = runner.submit(
+                    generate_member, parameters={"job": job, "run_dir": run_dir}
+                )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as error:  # task failure or a Dask error (KilledWorker...)
+                failed[name] = _one_line(error)
+                logger.error(f"{name} failed: {failed[name]}")
+    return failed
+
+
+def _aggregate(config: RunConfig, run_dir: str, run_id: str, groups: list[str]) -> dict[str, Any]:
     """Aggregate ``groups`` where ``hardware.aggregate.where`` says; the failures by name."""
     logger = get_run_logger()
     failed: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        if hardware.aggregate.where == "worker":
-            runner = stack.enter_context(
-                aggregation_runner(hardware, run_dir, len(groups), run_id=run_id)
-            )
-            stack.enter_context(use_task_runner(runner))
-        futures = {group: aggregate_size.submit(run_dir, group) for group in groups}
+    with aggregation_runner(config.hardware, run_dir, len(groups), run_id=run_id) as runner:
+        futures = {
+            group: runner.submit(aggregate_size, parameters={"run_dir": run_dir, "size": group})
+            for group in groups
+        }
         for group, future in futures.items():
             try:
                 future.result()
@@ -177,15 +179,3 @@ def _aggregate(hardware: Any, run_dir: str, run_id: str, groups: list[str]) -> d
                 failed[f"aggregate-{group}"] = _one_line(error)
                 logger.error(f"aggregation of {group} failed: {failed[f'aggregate-{group}']}")
     return failed
-
-
-def _check(run_dir: str, section: dict[str, Any], logger: Any) -> None:
-    """The prior check of the run with the config's ``check:`` thresholds (raises on fail)."""
-    from priorflow.evaluation.check import CheckConfig
-    from tasks.check import check_priors
-
-    thresholds = CheckConfig.parse(section)
-    if not thresholds.enabled:
-        logger.info("prior check skipped: the config says check.enabled: false")
-        return
-    check_priors(run_dir, thresholds.model_dump())

@@ -23,19 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from priorflow.run.cluster import (
-    JOBQUEUE_CLASSES,
-    cluster_paths,
-    forwarded_env,
-    jobqueue_spec,
-    make_cluster,
-    worker_count,
-)
 from priorflow.config import Hardware
 from priorflow.errors import ConfigError
+from priorflow.run.cluster import JOBQUEUE_CLASSES, cluster_paths, jobqueue_spec, worker_count
+from priorflow.run.environment import TORCH_THREADS_ENV, forwarded_env
 from tasks.keys import artifact_key
-
-TORCH_THREADS_ENV = "PRIORFLOW_TORCH_THREADS"
 
 
 @dataclass(frozen=True)
@@ -43,7 +35,7 @@ class JobqueueCluster:
     """A started batch-scheduler cluster: its task runner, job script and size.
 
     Attributes:
-        runner: ``DaskTaskRunner(address=...)`` for ``use_task_runner``.
+        runner: ``DaskTaskRunner(address=...)`` (not started).
         cluster: the dask-jobqueue cluster (e.g. ``cluster.workers`` / ``job_id``).
         job_script: the batch script of one worker job.
         jobs: how many worker jobs were asked for.
@@ -57,15 +49,20 @@ class JobqueueCluster:
     artifact_key: str | None
 
 
-def is_jobqueue(backend: str) -> bool:
-    """Whether ``backend`` runs its workers as batch jobs (slurm, pbs, lsf)."""
-    return backend in JOBQUEUE_CLASSES
+def make_cluster(class_path: str, kwargs: Mapping[str, Any]) -> Any:
+    """Instantiate ``class_path`` (from :func:`~priorflow.run.cluster.jobqueue_spec`) with
+    ``kwargs``; no job starts."""
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**dict(kwargs))
 
 
 def worker_env(hardware: Hardware, kind: str = "gen") -> dict[str, str]:
     """The environment exported in each job's prologue.
 
-    :func:`priorflow.run.cluster.forwarded_env` (``PREFECT_API_URL`` and the rest of ``PREFECT_*``,
+    :func:`priorflow.run.environment.forwarded_env` (``PREFECT_API_URL`` and the rest of ``PREFECT_*``,
     ``PRIORFLOW_*``, ``DO_NOT_TRACK``) plus ``PRIORFLOW_TORCH_THREADS`` = the job's ``cpus``
     unless it is set here already.
     """

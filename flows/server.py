@@ -32,8 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from priorflow.atomic import write_text
 from priorflow.errors import ConfigError, PriorflowError
 
+PREFECT_HOME_ENV = "PRIORFLOW_PREFECT_HOME"
 SERVER_RECORD = "server.json"
 SERVER_LOG = "server.log"
 LOOPBACK = "127.0.0.1"
@@ -70,6 +72,11 @@ class PrefectServer:
     def flow_run_url(self, flow_run_id: object) -> str:
         """The UI page of one flow run."""
         return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
+
+
+def prefect_home() -> Path:
+    """Where a local Prefect server keeps its database: ``$PRIORFLOW_PREFECT_HOME`` or ``.prefect``."""
+    return Path(os.environ.get(PREFECT_HOME_ENV) or ".prefect").resolve()
 
 
 def ui_url(api_url: str) -> str:
@@ -136,11 +143,9 @@ def read_record(home: Path) -> dict | None:
 
 
 def _write_record(home: Path, pid: int, api_url: str) -> Path:
-    path = Path(home) / SERVER_RECORD
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "api_url": api_url}) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(
+        Path(home) / SERVER_RECORD, json.dumps({"pid": pid, "api_url": api_url}) + "\n"
+    )
 
 
 def start_server(

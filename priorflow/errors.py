@@ -18,3 +18,11 @@ class ModelError(PriorflowError):
 
 class ArchiveError(PriorflowError):
     """A latent archive that is missing, malformed or does not cover the requested dates."""
+
+
+class StoreError(PriorflowError):
+    """A run store that is missing, incomplete, or does not match its done marks."""
+
+
+class CheckError(PriorflowError):
+    """A failed prior check turned into an error (the reasons, one per line)."""

@@ -31,7 +31,10 @@ KWARGS = {"channels": [4, 8], "embedding": 8}
 
 def card_dict(**changes) -> dict:
     card = {
-        "backbone": {"target": "priorflow.models.reference:ReferenceBackbone", "kwargs": dict(KWARGS)},
+        "backbone": {
+            "target": "priorflow.models.reference:ReferenceBackbone",
+            "kwargs": dict(KWARGS),
+        },
         "blanket_size": 4,
         "dt_hours": 1,
         "state_shape": list(SHAPE),

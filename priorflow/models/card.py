@@ -11,7 +11,7 @@ file and the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,7 +22,9 @@ from priorflow.core.schedules import schedule_class
 from priorflow.errors import ModelError
 
 CARD_NAME = "card.yaml"
-CHECKPOINTS = {"best": "model_best.pt", "last": "model_last.pt"}
+ModelTarget = Literal["best", "last"]
+#: The checkpoint file of each ``model_target``.
+CHECKPOINTS: dict[str, str] = {"best": "model_best.pt", "last": "model_last.pt"}
 
 
 class _Strict(BaseModel):

@@ -8,7 +8,7 @@ LSF ``-n``) for torch to use. ``N = gpus_per_job`` GPUs are asked with ``--gres=
 
 Dask resources (the contract with the flow): every worker advertises ``GPU = max(1, N)``
 (:func:`worker_resources`) and the flow submits a job under ``dask.annotate(resources={"GPU":
-max(1, job.gpus)})`` (``flows.runners.job_resources``). With ``N == 0`` (CPU-only jobs) the "GPU"
+max(1, job.gpus)})`` (:func:`priorflow.run.local.job_resources`). With ``N == 0`` (CPU-only jobs) the "GPU"
 is a slot, not a device, exactly as on the local backend on a CPU-only machine: a job holds a
 whole worker. ``gpus_per_job`` is the largest ``job.gpus`` of the run (one job template per
 cluster), so every job fits every worker.
@@ -24,36 +24,29 @@ Scale with ``cluster.scale(jobs=worker_count(...))`` rather than adaptive scalin
 the submission of the tasks). Inside a worker, :func:`slurm_job_id` and :func:`gpu_ids_from_env`
 say where a task ran (the member table records them).
 
-This module imports no Prefect; ``dask_jobqueue`` only inside :func:`make_cluster` and for PBS.
+This module imports no Prefect and no dask-jobqueue: it only describes the cluster; the flows
+build it (:mod:`flows.jobqueue`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import shlex
 from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from priorflow.config import Hardware, slurm_time_seconds
 from priorflow.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dask_jobqueue import JobQueueCluster
+from priorflow.run.environment import ENV_NAME
 
 __all__ = [
     "CLUSTER_DIR",
-    "FORWARDED_ENV_PREFIXES",
     "JOBQUEUE_CLASSES",
-    "batch_job_id",
     "cluster_paths",
-    "forwarded_env",
-    "gpu_ids_from_env",
     "jobqueue_spec",
-    "make_cluster",
-    "slurm_job_id",
+    "pbs_memory",
     "worker_count",
     "worker_resources",
 ]
@@ -67,11 +60,6 @@ JOBQUEUE_CLASSES: dict[str, str] = {
 
 #: The cluster's folder inside the run directory: ``logs/`` and ``scratch/``.
 CLUSTER_DIR = "cluster"
-
-#: Environment variables passed on to the worker jobs by :func:`forwarded_env` (by prefix or name).
-FORWARDED_ENV_PREFIXES: tuple[str, ...] = ("PREFECT_", "PRIORFLOW_", "DO_NOT_TRACK")
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def cluster_paths(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -91,30 +79,23 @@ def worker_resources(gpus_per_job: int) -> dict[str, int]:
     return {"GPU": max(1, gpus_per_job)}
 
 
-def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables of ``environ`` (default ``os.environ``) the worker jobs need, sorted.
-
-    ``PREFECT_*`` (API URL, home, result storage, logging), ``PRIORFLOW_*`` (e.g. torch threads)
-    and ``DO_NOT_TRACK``. Pass the result (plus anything else) as ``env`` to
-    :func:`jobqueue_spec`.
-    """
-    environ = os.environ if environ is None else environ
-    return {
-        key: environ[key]
-        for key in sorted(environ)
-        if key.startswith(FORWARDED_ENV_PREFIXES) and _ENV_NAME.match(key)
-    }
-
-
 def _export_lines(env: Mapping[str, str]) -> list[str]:
     lines = []
     for key, value in env.items():
-        if not isinstance(key, str) or not _ENV_NAME.match(key):
+        if not isinstance(key, str) or not ENV_NAME.match(key):
             raise ConfigError(
                 f"job environment: {key!r} is not a variable name — use letters, digits and _"
             )
         lines.append(f"export {key}={shlex.quote(str(value))}")
     return lines
+
+
+def pbs_memory(nbytes: int) -> str:
+    """PBS memory, rounded up: PBS reads ``kb``/``MB``/``GB`` as powers of 1024."""
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("kB", 1024)):
+        if nbytes >= 10 * size:
+            return f"{math.ceil(nbytes / size)}{unit}"
+    return f"{nbytes}B"
 
 
 def _hms(seconds: int) -> str:
@@ -234,10 +215,9 @@ def jobqueue_spec(
         }
     elif backend == "pbs":
         from dask.utils import parse_bytes
-        from dask_jobqueue.pbs import pbs_format_bytes_ceil
 
         select = f"select=1:ncpus={resources.cpus}"
-        select += f":mem={pbs_format_bytes_ceil(parse_bytes(resources.ram))}"
+        select += f":mem={pbs_memory(parse_bytes(resources.ram))}"
         if gpus > 0:
             select += f":ngpus={gpus}"
         kwargs |= {
@@ -256,15 +236,6 @@ def jobqueue_spec(
             "job_extra_directives": [f'-gpu "num={gpus}"'] if gpus > 0 else [],
         }
     return JOBQUEUE_CLASSES[backend], kwargs
-
-
-def make_cluster(class_path: str, kwargs: Mapping[str, Any]) -> JobQueueCluster:
-    """Instantiate ``class_path`` (from :func:`jobqueue_spec`) with ``kwargs``; no job starts."""
-    import importlib
-
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(**dict(kwargs))
 
 
 def worker_count(plan_jobs: int | Sized, max_workers: int | None = None) -> int:
@@ -286,33 +257,3 @@ def worker_count(plan_jobs: int | Sized, max_workers: int | None = None) -> int:
             raise ConfigError(f"hardware.max_workers: {max_workers} — must be >= 1")
         count = min(count, max_workers)
     return count
-
-
-def _split_ids(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip() not in ("", "NoDevFiles")]
-
-
-def gpu_ids_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The GPU ids this process was given, as strings (``["0", "1"]``; ``[]`` for none).
-
-    ``CUDA_VISIBLE_DEVICES`` (what CUDA and torch use; set by SLURM for ``--gres=gpu`` and by
-    the local backend) when set, even empty; else ``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``; else
-    none. Ids may be UUIDs (``GPU-...``, ``MIG-...``) on some clusters.
-    """
-    environ = os.environ if environ is None else environ
-    for key in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
-        if key in environ:
-            return _split_ids(environ[key])
-    return []
-
-
-def slurm_job_id(environ: Mapping[str, str] | None = None) -> str | None:
-    """The SLURM job this process runs in (``SLURM_JOB_ID``), or None outside SLURM."""
-    environ = os.environ if environ is None else environ
-    return environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID") or None
-
-
-def batch_job_id(environ: Mapping[str, str] | None = None) -> str | None:
-    """The batch job id under SLURM, PBS or LSF (``SLURM_JOB_ID``, ``PBS_JOBID``, ``LSB_JOBID``)."""
-    environ = os.environ if environ is None else environ
-    return slurm_job_id(environ) or environ.get("PBS_JOBID") or environ.get("LSB_JOBID") or None

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from priorflow.errors import ConfigError
-from priorflow.store import (
+from priorflow.atomic import write_file
+from priorflow.errors import ConfigError, StoreError
+from priorflow.store.layout import (
     MARKS_DIR,
-    StoreError,
+    has_store,
     member_names,
     read_store_attrs,
     resolve_group,
@@ -57,7 +58,7 @@ def export_pt(
 
     run_dir = Path(run_dir)
     store = store_path(run_dir)
-    if not (store / "zarr.json").exists():
+    if not has_store(run_dir):
         raise StoreError(f"run: {run_dir} has no {store.name} — give a run directory")
     attrs = read_store_attrs(store)
     schema = attrs["priorflow_schema"]
@@ -86,13 +87,8 @@ def export_pt(
                 trajectories[d, m] = torch.from_numpy(np.asarray(latent[d, m], dtype=np.float32))
         stamps = torch.from_numpy(np.asarray(node["timestamps"][...], dtype=np.int64))
         timestamps = stamps[:, None].expand(D, M, *stamps.shape[1:]).contiguous()
-        folder = out / group
-        folder.mkdir(parents=True, exist_ok=True)
         for name, tensor in ((TRAJECTORIES, trajectories), (TIMESTAMPS, timestamps)):
-            path = folder / name
-            tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-            torch.save(tensor, tmp)
-            os.replace(tmp, path)
+            path = write_file(out / group / name, lambda handle, t=tensor: torch.save(t, handle))
             written.append(path)
     return written
 

@@ -1,6 +1,8 @@
-"""Resolve the ``blocks:`` names of a run config on the Prefect server (for the core's loader).
+"""Loading a run config as the flows and the command line do: once, its Prefect blocks resolved.
 
-:func:`resolve_block` is the ``resolve_block`` argument of :func:`priorflow.config.load_config`:
+:func:`load_run_config` reads a run config (and ``--set`` items and a run id) with
+:func:`priorflow.config.load_config`, resolving the ``blocks:`` names it holds on the Prefect
+server. :func:`resolve_block` is the ``resolve_block`` argument of the loader:
 ``resolve_block("model", "reference")`` loads the ``prior-model`` block ``reference`` and returns
 its config values (``{"model_path": ..., "model_target": ...}``). A name may carry its type's
 slug (``prior-model/reference``).
@@ -13,18 +15,42 @@ blocks is a one-line ConfigError, so ``priorflow plan`` works offline for config
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from blocks.models import BLOCK_CLASSES
+from flows.server import (
+    api_healthy,
+    configured_api_url,
+    prefect_home,
+    read_record,
+    use_api_url,
+)
+from priorflow.config import RunConfig, load_config
 from priorflow.errors import ConfigError
+
+
+def config_items(overrides: Iterable[str] | None, run_id: str | None) -> list[str]:
+    """``--set`` items plus ``run_id`` (quoted, so that ``--run-id 2024`` stays a string)."""
+    items = list(overrides or ())
+    if run_id:
+        items.append(f"run_id={json.dumps(str(run_id))}")
+    return items
+
+
+def load_run_config(
+    config_path: str | os.PathLike[str],
+    overrides: Iterable[str] | None = None,
+    run_id: str | None = None,
+) -> RunConfig:
+    """The run config at ``config_path`` with ``--set`` items and ``run_id`` applied, the Prefect
+    blocks it names read from the server (:func:`resolve_block`). One line on any problem."""
+    return load_config(config_path, config_items(overrides, run_id), resolve_block=resolve_block)
 
 
 def blocks_api_url(kind: str = "model", name: str = "?") -> str:
     """The Prefect API that holds the blocks; ConfigError (one line) when none answers."""
-    from flows.server import api_healthy, configured_api_url, read_record
-    from cli.run import prefect_home
-
     url = configured_api_url()
     if url:
         if not api_healthy(url, timeout=5.0):
@@ -45,8 +71,6 @@ def blocks_api_url(kind: str = "model", name: str = "?") -> str:
 
 @contextlib.contextmanager
 def _api(url: str) -> Iterator[None]:
-    from flows.server import configured_api_url, use_api_url
-
     if configured_api_url() == url:
         yield
     else:
@@ -56,6 +80,8 @@ def _api(url: str) -> Iterator[None]:
 
 def load_block(kind: str, name: str) -> Any:
     """The saved block ``name`` of the kind ``model`` / ``archive`` / ``cluster``."""
+    from blocks.models import BLOCK_CLASSES  # Prefect is imported only when a config names blocks
+
     if kind not in BLOCK_CLASSES:
         raise ConfigError(f"blocks.{kind}: unknown kind — blocks takes {', '.join(BLOCK_CLASSES)}")
     cls = BLOCK_CLASSES[kind]

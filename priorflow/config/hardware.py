@@ -1,0 +1,164 @@
+"""``hardware``: where a run's jobs run, and the resources of one job of each kind."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from priorflow.config.messages import Problem, Strict, show
+from priorflow.config.values import check_ram, check_time, slurm_time_seconds
+from priorflow.errors import ConfigError
+
+Backend = Literal["local", "slurm", "address", "pbs", "lsf"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+#: Backends whose workers are batch jobs (dask-jobqueue).
+BATCH_BACKENDS: tuple[str, ...] = ("slurm", "pbs", "lsf")
+StrictInt = Annotated[int, Field(strict=True)]
+
+
+class Resources(Strict):
+    """Resources of one kind of job (``hardware.gen`` or ``hardware.aggregate``)."""
+
+    cpus: StrictInt = Field(default=1, ge=1, description="CPU cores per job")
+    ram: str = Field(default="8GB", description='memory per job with a unit, e.g. "64GB"')
+    time: str = Field(default="1:00:00", description='wall time, a quoted string: "6:00:00"')
+    partition: str | None = Field(default=None, description="SLURM partition / PBS queue")
+    gpus: StrictInt | Literal["auto"] = Field(
+        default=0, description="GPUs per job, or auto = ceil(blankets / blankets_per_gpu)"
+    )
+    blankets_per_gpu: StrictInt | None = Field(
+        default=None, ge=1, description="blankets one GPU evaluates (for gpus: auto)"
+    )
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> str:
+        return check_time(value)
+
+    @field_validator("ram", mode="before")
+    @classmethod
+    def _ram(cls, value: Any) -> str:
+        return check_ram(value)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> int | str:
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        ):
+            return value
+        raise Problem(f"{show(value)} — a whole number >= 0, or auto")
+
+    @model_validator(mode="after")
+    def _auto_needs_blankets_per_gpu(self) -> Resources:
+        if self.gpus == "auto" and self.blankets_per_gpu is None:
+            raise Problem(
+                "missing — gpus: auto needs blankets_per_gpu (how many blankets one GPU"
+                " evaluates), e.g. blankets_per_gpu: 16",
+                subkey="blankets_per_gpu",
+            )
+        return self
+
+    @property
+    def time_seconds(self) -> int:
+        """The wall time in seconds."""
+        return slurm_time_seconds(self.time)
+
+
+class GenResources(Resources):
+    """``hardware.gen``: one generation job (one trajectory). Default: 1 GPU."""
+
+    gpus: StrictInt | Literal["auto"] = Field(
+        default=1, description="GPUs per job, or auto = ceil(blankets / blankets_per_gpu)"
+    )
+
+
+class AggregateResources(Resources):
+    """``hardware.aggregate``: one aggregation job per trajectory size. Default: no GPU.
+
+    ``where``: ``flow`` (default) aggregates in the flow's own process (cheap: it reads the
+    marks and one member at a time); ``worker`` runs the aggregation tasks on a separate CPU
+    worker with these resources (a batch job of its own on slurm/pbs/lsf, a local worker
+    process otherwise), for runs too large for the machine the flow runs on.
+    """
+
+    where: Literal["flow", "worker"] = Field(
+        default="flow", description="flow (in the flow process) or worker (a CPU worker)"
+    )
+
+
+class Hardware(Strict):
+    """``hardware``: where the jobs run."""
+
+    backend: Backend = Field(
+        default="local",
+        description="local (Dask LocalCluster), slurm, address (an existing Dask scheduler);"
+        " pbs and lsf are accepted for later",
+    )
+    account: str | None = Field(default=None, description="SLURM account to charge")
+    gpus_per_node: StrictInt | None = Field(
+        default=None, ge=0, description="GPUs on one node: the cap for gpus: auto"
+    )
+    address: str | None = Field(
+        default=None, description="Dask scheduler address for backend address, tcp://host:8786"
+    )
+    max_workers: StrictInt | None = Field(
+        default=None, ge=1, description="most workers (cluster jobs) at once; null = one per job"
+    )
+    interface: str | None = Field(
+        default=None,
+        description="network interface of the Dask scheduler and workers (ib0, lo); null ="
+        " dask's choice",
+    )
+    scheduler_host: str | None = Field(
+        default=None,
+        description="address the Dask scheduler listens on, reachable from the compute nodes;"
+        " null = dask's choice",
+    )
+    job_prologue: list[str] | None = Field(
+        default=None,
+        description="shell lines run in each batch job before the worker (module load ...)",
+    )
+    local_directory: str | None = Field(
+        default=None,
+        description="the workers' scratch folder (e.g. node-local $TMPDIR); null ="
+        " <run_dir>/cluster/scratch",
+    )
+    python: str | None = Field(
+        default=None, description="the Python on the compute nodes; null = this interpreter"
+    )
+    job_directives_skip: list[str] | None = Field(
+        default=None,
+        description="batch-script header lines containing any of these are dropped (--mem)",
+    )
+    gen: GenResources = Field(default_factory=GenResources)
+    aggregate: AggregateResources = Field(default_factory=AggregateResources)
+
+    @field_validator("job_prologue", "job_directives_skip", mode="before")
+    @classmethod
+    def _lines(cls, value: Any) -> Any:
+        """A string is one line per line (a YAML block scalar); a list is kept."""
+        if isinstance(value, str):
+            return [line for line in value.splitlines() if line.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Hardware:
+        if self.backend == "address" and not self.address:
+            raise ConfigError(
+                "hardware.address: missing — backend address needs the Dask scheduler's address,"
+                " e.g. address: tcp://127.0.0.1:8786"
+            )
+        for kind in ("gen", "aggregate"):
+            gpus = getattr(self, kind).gpus
+            if (
+                isinstance(gpus, int)
+                and self.gpus_per_node is not None
+                and gpus > self.gpus_per_node
+            ):
+                raise ConfigError(
+                    f"hardware.{kind}.gpus: {gpus} — more than hardware.gpus_per_node"
+                    f" ({self.gpus_per_node}); a job runs on one node"
+                )
+        return self

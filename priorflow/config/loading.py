@@ -1,0 +1,280 @@
+"""Loading a run config: a YAML file (or a mapping) plus ``--set`` overrides and Prefect block
+values, validated into :class:`~priorflow.config.schema.RunConfig`.
+
+Paths (``model_path``, ``archive``, ``output_dir``): a relative path written in the config file is
+relative to the directory of that file; a relative path given with ``--set`` is relative to the
+current working directory (as the shell user typed it). ``~`` is expanded; values with a URL
+scheme (``s3://...``) are left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from priorflow.config.messages import show, unknown_key, validate
+from priorflow.config.schema import DEFAULT_OUTPUT_DIR, RunConfig
+from priorflow.errors import ConfigError
+
+PATH_KEYS: tuple[str, ...] = ("model_path", "archive", "output_dir")
+BLOCK_KINDS: tuple[str, ...] = ("model", "archive", "cluster")
+
+#: ``resolve_block(kind, name) -> config values``: ``kind`` is one of :data:`BLOCK_KINDS`; the
+#: mapping holds config keys (``{"model_path": ..., "model_target": ...}``, ``{"archive": ...}``,
+#: ``{"hardware": {...}}``). Raises ConfigError (one line) for an unknown name.
+BlockResolver = Callable[[str, str], Mapping[str, Any]]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping and keeps dates as text.
+
+    Unquoted dates (``2000-04-03``) stay strings so that :func:`parse_start_date` reports a bad
+    one with its key; everything else reads as with ``yaml.safe_load``.
+    """
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"{key}: given twice (line {mark.line + 1}) — write each key once")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config: {path} does not exist — give the path of a run config YAML")
+    if not path.is_file():
+        raise ConfigError(f"config: {path} is not a file — give the path of a run config YAML")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config: {path} cannot be read — {error}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except ConfigError:
+        raise
+    except (yaml.YAMLError, ValueError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"config: {path} is not valid YAML — {problem}{where}") from None
+    if data is None:
+        raise ConfigError(f"config: {path} is empty — it must be a mapping (model_path: ...)")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config: {path} holds a {type(data).__name__} at the top level — it must be a mapping"
+            " of keys (model_path: ..., trajectory_sizes: ...)"
+        )
+    return data
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any]]:
+    """Parse ``key.sub=value`` items into ``(("key", "sub"), value)``; values are YAML scalars.
+
+    ``diffusion.num_steps=32`` -> 32, ``precision=null`` -> None, ``start_dates=["2000-01-01 0h"]``
+    -> a list. Note that an unquoted ``6:00:00`` is a number in YAML too: write
+    ``--set 'hardware.gen.time="6:00:00"'``. Unknown keys are errors.
+    """
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        parts = tuple(key.split("."))
+        if not sep or not key or not all(parts):
+            raise ConfigError(
+                f"--set {item!r}: not key=value — write e.g. --set diffusion.num_steps=32"
+            )
+        try:
+            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None
+        except (yaml.YAMLError, ValueError):
+            raise ConfigError(
+                f"--set {key}: {text!r} is not a YAML value — quote it, e.g. {key}='\"...\"'"
+            ) from None
+        model: type[BaseModel] | None = RunConfig
+        for depth, part in enumerate(parts):
+            if model is None:  # inside a free mapping (the sampler config)
+                break
+            field = model.model_fields.get(part)
+            if field is None:
+                raise ConfigError(unknown_key(parts[: depth + 1], RunConfig, via="--set "))
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+            elif depth < len(parts) - 1 and part != "config":
+                raise ConfigError(
+                    f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section"
+                )
+            else:
+                model = None
+        parsed.append((parts, value))
+    return parsed
+
+
+def _resolve_path(value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    return os.path.normpath(path)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Iterable[str] = (),
+    resolve_block: BlockResolver | None = None,
+) -> RunConfig:
+    """Read a run config YAML, apply ``--set`` overrides, validate.
+
+    Arguments:
+        path: the YAML file (``yaml.safe_load`` semantics, but a key given twice is an error and
+            unquoted dates stay text).
+        overrides: ``"key.sub=value"`` items (:func:`parse_overrides`), applied in order.
+        resolve_block: turns the ``blocks:`` names into config values (see the module
+            docstring); needed only when the config names blocks.
+
+    Relative paths in the file are resolved against the file's directory; relative paths given
+    as overrides against the current working directory. An unset ``output_dir`` is ``runs`` in
+    the current working directory.
+
+    Raises:
+        ConfigError: one line ``<dotted.key>: <bad value> — <what is allowed>`` (missing file,
+            bad YAML, top level not a mapping, unknown key, bad value).
+    """
+    path = Path(path).expanduser()
+    changes = parse_overrides(overrides)
+    data = _read_yaml(path)
+    return _build(data, changes, path.resolve().parent, resolve_block)
+
+
+def config_from_mapping(
+    data: dict[str, Any],
+    overrides: Iterable[str] = (),
+    base_dir: str | os.PathLike[str] | None = None,
+    resolve_block: BlockResolver | None = None,
+) -> RunConfig:
+    """Validate a config given as a mapping (a deployment's or the Prefect UI's parameters).
+
+    The same rules as :func:`load_config`; relative paths in ``data`` are resolved against
+    ``base_dir`` (default: the current working directory).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config: {show(data)} — it must be a mapping of keys (model_path: ..., ...)"
+        )
+    changes = parse_overrides(overrides)
+    return _build(
+        copy.deepcopy(data), changes, Path(base_dir or Path.cwd()).resolve(), resolve_block
+    )
+
+
+def _merge_defaults(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` with ``own`` on top, mapping by mapping (``own``'s values win)."""
+    merged = dict(defaults)
+    for key, value in own.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge_defaults(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+#: The config keys each kind of block may set (a resolver returning others is a bug).
+_BLOCK_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("model_path", "model_target"),
+    "archive": ("archive",),
+    "cluster": ("hardware",),
+}
+
+
+def _apply_blocks(data: dict[str, Any], resolve_block: BlockResolver | None) -> dict[str, Any]:
+    """Replace the ``blocks:`` names of ``data`` by the values of the blocks (before validation).
+
+    The names stay in ``data["blocks"]`` (validated as :class:`BlockNames`).
+    """
+    names = data.get("blocks")
+    if not isinstance(names, dict) or not any(names.values()):
+        return data
+    unknown = [kind for kind in names if kind not in BLOCK_KINDS]
+    if unknown:  # let validation name it (unknown key with a suggestion)
+        return data
+    given = {kind: names[kind] for kind in BLOCK_KINDS if names.get(kind)}  # in this order
+    for kind, name in given.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"blocks.{kind}: {show(name)} — the name of a saved block (text)")
+    if resolve_block is None:
+        shown = ", ".join(f"{kind}: {name}" for kind, name in given.items())
+        raise ConfigError(
+            f"blocks: the config names Prefect blocks ({shown}) — they are read from a Prefect"
+            " server: set PREFECT_API_URL (or keep a server with priorflow run --keep-server),"
+            " or write the paths and settings instead"
+        )
+    for own_key, kind in (("model_path", "model"), ("archive", "archive")):
+        if kind in given and data.get(own_key):
+            raise ConfigError(
+                f"{own_key}: {show(data[own_key])} — blocks.{kind} ({given[kind]}) gives it"
+                f" too; keep one of {own_key} and blocks.{kind}"
+            )
+    for kind, name in given.items():
+        values = dict(resolve_block(kind, name))
+        extra = sorted(set(values) - set(_BLOCK_KEYS[kind]))
+        if extra:
+            raise ConfigError(
+                f"blocks.{kind}: {name!r} gave {', '.join(extra)} — a {kind} block sets only"
+                f" {', '.join(_BLOCK_KEYS[kind])}"
+            )
+        for key in ("model_path", "archive"):
+            if key in values:
+                values[key] = _resolve_path(values[key], Path.cwd())
+        data = _merge_defaults(values, data)
+    return data
+
+
+def _build(
+    data: dict[str, Any],
+    changes: list[tuple[tuple[str, ...], Any]],
+    base: Path,
+    resolve_block: BlockResolver | None = None,
+) -> RunConfig:
+    for key in PATH_KEYS:
+        if key in data:
+            data[key] = _resolve_path(data[key], base)
+    for parts, value in changes:
+        if len(parts) == 1 and parts[0] in PATH_KEYS:
+            value = _resolve_path(value, Path.cwd())
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {'.'.join(parts)}: {'.'.join(parts[: depth + 1])} is"
+                    f" {show(child)} in the file, not a mapping"
+                )
+            node = child
+        node[parts[-1]] = value
+    data = _apply_blocks(data, resolve_block)
+    data.setdefault("output_dir", os.path.normpath(Path.cwd() / DEFAULT_OUTPUT_DIR))
+    return validate(RunConfig, data)

@@ -1,0 +1,144 @@
+"""The prior check's report: markdown with the plots embedded, and the command line's summary."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from priorflow.config import CheckConfig
+from priorflow.evaluation.verdict import Finding
+
+if TYPE_CHECKING:
+    from priorflow.evaluation.check import CheckResult
+
+
+def fmt(value: float | None) -> str:
+    """A number in 3 significant digits, ``-`` when missing or not finite."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.3g}"
+
+
+def _cell(value: Any) -> str:
+    """A markdown table cell: pipes inside the text (e.g. ``|.| <= 0.2``) escaped."""
+    return str(value).replace("|", "\\|")
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_report(
+    run_dir: Path,
+    passed: bool,
+    findings: list[Finding],
+    numbers: dict[str, Any],
+    results: dict[str, Any],
+    plots: list[Path],
+    config: CheckConfig,
+) -> str:
+    """The markdown report: verdict, reasons, a table per criterion, key numbers, the plots as
+    base64 data URIs (so a Prefect markdown artifact shows them)."""
+    lines = [
+        f"# Prior check: **{'PASS' if passed else 'FAIL'}**",
+        "",
+        f"Run `{run_dir}`; thresholds `check:` "
+        + ", ".join(
+            f"{k}={v}" for k, v in config.model_dump().items() if k.startswith(("max", "min"))
+        ),
+        "",
+    ]
+    reasons = [f.message for f in findings if not f.ok]
+    if reasons:
+        lines += ["## Reasons", "", *[f"- {r}" for r in reasons], ""]
+    lines += [
+        "## Verdict",
+        "",
+        "| size | criterion | worst value | allowed | status |",
+        "|---|---|---|---|---|",
+    ]
+    for f in findings:
+        status = "pass" if f.ok else "**FAIL**"
+        cells = (f.group, f.criterion, fmt(f.value), f.limit, status)
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    lines.append("")
+    for group, n in numbers.items():
+        ds = results[group]
+        lines += [
+            f"## {group}: {ds.attrs['dates']} dates x {ds.attrs['members']} members, "
+            f"{n['states']} states",
+            "",
+            "| source | RMSE | RMSE first step | RMSE last lead | spread | SSR | CRPS | fair CRPS |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for source in ("prior", "climatology", "persistence"):
+            s = n[source]
+            lines.append(
+                f"| {source} | {fmt(s['rmse'])} | {fmt(s['rmse_first'])} "
+                f"| {fmt(s['rmse_last'])} | {fmt(s['spread'])} "
+                f"| {fmt(s['ssr'])} "
+                f"| {fmt(s['crps'])} | {fmt(s['fair_crps'])} |"
+            )
+        lines += [
+            "",
+            "| sample | max bias / std | std ratio | lag-1 acf | acf at lag "
+            f"{n['max_lag']} | seam index | spectrum error | diurnal ratio | diurnal phase (h) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for sample in ("prior", "archive"):
+            s = n[f"{sample}_sample"]
+
+            def v(key: str, s: dict[str, Any] = s) -> str:
+                value = s.get(key)
+                return "-" if value is None else fmt(value)
+
+            lines.append(
+                f"| {sample} | {v('bias')} | {v('std_ratio')} | {v('lag1')} | {v('lag_last')} "
+                f"| {v('seam_index')} | {v('spectrum_error')} | {v('diurnal_ratio')} "
+                f"| {v('diurnal_phase_hours')} |"
+            )
+        seams = ds.attrs.get("seam_leads", [])
+        lines += [
+            "",
+            f"Blankets K={ds.attrs['blanket_size']}, overlap {ds.attrs['overlap']}, fold "
+            f"{ds.attrs['fold_mode']}; seams at leads {', '.join(map(str, seams)) or 'none'} h. "
+            "The archive sample is climatology members (archive trajectories at the same hours "
+            "of other days/years) measured the same way: the level a perfect prior reaches "
+            "with this many dates and members.",
+            "",
+        ]
+        for plot in plots:
+            if plot.name.startswith(f"{group}-"):
+                title = plot.stem.removeprefix(f"{group}-")
+                lines += [f"![{group} {title}]({_data_uri(plot)})", ""]
+    return "\n".join(lines)
+
+
+def format_result(result: CheckResult) -> str:
+    """Plain-text summary for the command line: verdict, reasons, key numbers per size."""
+    lines = [f"prior check: {result.verdict.upper()}  ({result.run_dir})"]
+    lines += [f"  {reason}" for reason in result.reasons]
+    for group, n in result.numbers.items():
+        lines.append(f"{group} ({n['states']} states)")
+        lines.append("  source        RMSE  spread   SSR   fair CRPS")
+        for source in ("prior", "climatology", "persistence"):
+            s = n[source]
+            lines.append(
+                f"  {source:<12} {fmt(s['rmse']):>5}  {fmt(s['spread']):>6}"
+                f"  {fmt(s['ssr']):>5}"
+                f"  {fmt(s['fair_crps']):>9}"
+            )
+        for sample in ("prior", "archive"):
+            s = n[f"{sample}_sample"]
+            lines.append(
+                f"  {sample:<8} bias {fmt(s['bias'])}  std ratio "
+                f"{fmt(s['std_ratio'])}  lag-1 acf {fmt(s['lag1'])}"
+                f"  seam index {fmt(s['seam_index'])}"
+                f"  spectrum {fmt(s.get('spectrum_error'))}"
+            )
+    lines.append(f"report   {result.report}")
+    lines.append(f"metrics  {result.metrics}")
+    return "\n".join(lines)
