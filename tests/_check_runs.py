@@ -13,12 +13,13 @@ import numpy as np
 import torch
 import yaml
 
-from priorflow.data.archive import open_archive, write_synthetic_archive
 from priorflow.config import load_config
-from priorflow.core.generate import generate_trajectory
+from priorflow.data.archive import open_archive
+from priorflow.data.synthetic_archive import write_synthetic_archive
 from priorflow.models.loading import Model, load_model
 from priorflow.plan import make_plan
 from priorflow.store import aggregate, create_store, open_group, run_provenance, write_member
+from tests._runs import direct_trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "models" / "reference"
@@ -76,9 +77,9 @@ def make_run(
     config = load_config(config_path)
     store_archive = open_archive(archive)
     plan = make_plan(config, model.card, store_archive)
-    create_store(plan.run_dir, plan, config, model.card, run_provenance(model))
+    create_store(plan.run_dir, plan, config, run_provenance(model.checkpoint))
     for job in plan.jobs:
-        trajectory = generate_trajectory(model, **plan.generate_kwargs(job), devices=["cpu"])
+        trajectory = direct_trajectory(model, job)
         latent = trajectory.latent
         if transform is not None:
             latent = transform(latent)
@@ -119,7 +120,7 @@ def shared_archive(factory) -> Path:
 
 def shared_exact_model(factory) -> Path:
     """The exact synthetic-world model directory, made once per session."""
-    from priorflow.data.synthetic import write_exact_model
+    from priorflow.models.exact import write_exact_model
 
     if "exact" not in _CACHE:
         _CACHE["exact"] = write_exact_model(factory.mktemp("check-model") / "exact")

@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 
 from priorflow.config import RunConfig, load_config
-from priorflow.models.loading import CARD_NAME, ModelCard
-from priorflow.plan import RunPlan, make_plan
+from priorflow.core.generate import Trajectory, generate_trajectory
+from priorflow.models.card import CARD_NAME, CHECKPOINTS, ModelCard
+from priorflow.plan import Job, RunPlan, make_plan
+from priorflow.run.prepare import PreparedRun, prepare_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -50,7 +52,7 @@ hardware:
 def make_card(**changes: object) -> ModelCard:
     """A small card: K=8, dt=1 h, states (2, 3, 4), 16 steps, trained in float32."""
     data = {
-        "backbone": {"target": "priorflow.data.synthetic:exact_backbone", "kwargs": {}},
+        "backbone": {"target": "priorflow.models.exact:exact_backbone", "kwargs": {}},
         "blanket_size": 8,
         "dt_hours": 1,
         "state_shape": [2, 3, 4],
@@ -62,10 +64,13 @@ def make_card(**changes: object) -> ModelCard:
 
 
 def write_model_dir(directory: Path, card: ModelCard | None = None) -> Path:
-    """A model directory holding only ``card.yaml`` (enough for ``read_card``)."""
+    """A model directory holding ``card.yaml`` and placeholder checkpoints (enough to plan a run:
+    a plan reads the card and hashes the checkpoint, it loads no weights)."""
     directory.mkdir(parents=True, exist_ok=True)
     card = card or make_card()
     (directory / CARD_NAME).write_text(yaml.safe_dump(card.model_dump(mode="json")))
+    for name in CHECKPOINTS.values():
+        (directory / name).write_bytes(b"placeholder: a plan does not load weights")
     return directory
 
 
@@ -76,7 +81,10 @@ def write_config(path: Path, text: str) -> Path:
 
 
 def small_run(
-    tmp_path: Path, *overrides: str, card: ModelCard | None = None
+    tmp_path: Path,
+    *overrides: str,
+    card: ModelCard | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> tuple[RunConfig, ModelCard, RunPlan]:
     """The original example made small: sizes 10 and 12 (K=8, O=4), 2 dates x 2 members."""
     card = card or make_card()
@@ -90,7 +98,7 @@ def small_run(
         *overrides,
     ]
     config = load_config(config_path, items)
-    return config, card, make_plan(config, card)
+    return config, card, make_plan(config, card, checkpoint_sha256=checkpoint_sha256)
 
 
 def tree_hashes(directory: Path) -> dict[str, str]:
@@ -100,3 +108,31 @@ def tree_hashes(directory: Path) -> dict[str, str]:
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
+
+
+def prepared_run(
+    config_path: str | Path, *overrides: str, run_id: str | None = None, **options: object
+) -> PreparedRun:
+    """``prepare_run`` of the config at ``config_path`` loaded as the command line loads it."""
+    from flows.run_config import load_run_config
+
+    return prepare_run(load_run_config(config_path, overrides, run_id), **options)
+
+
+def direct_trajectory(model: object, job: Job, devices: tuple[str, ...] = ("cpu",)) -> Trajectory:
+    """The job's trajectory from a direct call of ``generate_trajectory`` with its spec."""
+    spec = job.spec
+    return generate_trajectory(
+        model,
+        job.size,
+        job.start,
+        job.seed,
+        overlap=spec.blanket_overlap,
+        sampler=spec.sampler,
+        sampler_config=dict(spec.sampler_config),
+        steps=spec.num_steps,
+        fold=spec.fold_mode,
+        precision=spec.precision,
+        blanket_batch=spec.blanket_batch,
+        devices=list(devices),
+    )

@@ -86,8 +86,9 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"model", "archive", "root"}``: the exact model (K=4) and a January 2000 archive."""
     if "tiny_world" in _SHARED:
         return _SHARED["tiny_world"]
-    from priorflow.data.archive import write_synthetic_archive
-    from priorflow.data.synthetic import SyntheticWorld, write_exact_model
+    from priorflow.data.synthetic import SyntheticWorld
+    from priorflow.data.synthetic_archive import write_synthetic_archive
+    from priorflow.models.exact import write_exact_model
 
     root = tmp_path_factory.mktemp("tiny-world")
     model = write_exact_model(root / "model", blanket_size=4, denoising_steps=8, shape=TINY_SHAPE)
@@ -157,7 +158,7 @@ def failing_backbone(
     state_shape: tuple[int, ...] | None = None, fail_day: int = 10, **kwargs: Any
 ) -> FailingBackbone:
     """Card target ``tests.prefect_fixtures:failing_backbone`` (kwargs: the world's + fail_day)."""
-    from priorflow.data.synthetic import exact_backbone
+    from priorflow.models.exact import exact_backbone
 
     return FailingBackbone(fail_day, exact_backbone(state_shape, **kwargs))
 

@@ -40,7 +40,7 @@ from torch import nn
 from priorflow.atomic import write_file
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.precision import PRECISIONS
-from priorflow.core.schedules import make_schedule
+from priorflow.core.schedules import make_schedule, schedule_class
 from priorflow.errors import ConfigError, ModelError
 from priorflow.models.card import CHECKPOINTS, BackboneSpec, ModelCard, ScheduleSpec, write_card
 from priorflow.models.denoising_loss import ValidationLoss, denoising_loss, stratified_times
@@ -106,7 +106,14 @@ class TrainConfig:
                 f"precision: {self.precision!r} is not a precision; use float32, float16 or"
                 " bfloat16"
             )
-        make_schedule(self.schedule, self.sigma_min, self.sigma_max)
+        try:
+            schedule_class(self.schedule)
+        except ValueError as error:
+            raise ConfigError(f"schedule: {error}") from None
+        try:
+            make_schedule(self.schedule, self.sigma_min, self.sigma_max)
+        except ValueError as error:
+            raise ConfigError(f"sigma_min, sigma_max: {error}") from None
 
     def resumable_dict(self) -> dict[str, Any]:
         """The settings that a resumed run must share (all but ``steps`` and ``device``)."""

@@ -1,0 +1,232 @@
+"""``priorflow run``: errors before anything starts, the missing synthetic archive, a real run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli import main
+from priorflow.data.synthetic_archive import DEFAULT_ARCHIVE_RANGE, synthetic_archive_spec
+from priorflow.models.loading import read_card
+from tests.prefect_fixtures import (
+    copy_model_with_target,
+    prefect_api,  # noqa: F401  (fixture)
+    tiny_world,  # noqa: F401  (fixture)
+    write_run_config,
+)
+
+PRIORFLOW = Path(sys.executable).with_name("priorflow")
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working directory with no Prefect API configured."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return work
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", *args])
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def with_card_metadata(model: Path, out: Path, **metadata) -> Path:
+    copy_model_with_target(model, out, "priorflow.data.synthetic:exact_backbone")
+    card = yaml.safe_load((out / "card.yaml").read_text())
+    card["metadata"].update(metadata)
+    (out / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "overrides", "message"),
+    [
+        ({"samples": 2}, [], r"samples: unknown key"),
+        ({}, ["diffusion.num_steps=0"], r"diffusion\.num_steps: 0"),
+        ({}, ["diffusion.sampler.type=euler"], r"diffusion\.sampler\.type: 'euler'"),
+        ({"blanket_overlap": 4}, [], r"blanket_overlap: 4"),
+        ({"model_path": "/nonexistent/model"}, [], r"model_path: '/nonexistent/model' does not"),
+        ({"start_dates": ["2003-01-01 0h"]}, [], r"start_dates.*2003-01-01"),
+        ({"model_target": "last"}, ["model_target=worst"], r"model_target: 'worst'"),
+        ({}, ["hardware.backend=slurm", "hardware.max_workers=0"], r"hardware\.max_workers: 0"),
+        ({}, ["hardware.backend=address"], r"hardware\.address: missing"),
+    ],
+)
+def test_a_bad_config_exits_2_with_one_line_and_writes_nothing(
+    tiny_world,  # noqa: F811
+    workdir,
+    tmp_path,
+    capsys,
+    changes,
+    overrides,
+    message,
+):
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml", tiny_world["model"], tiny_world["archive"], **changes
+    )
+    before = files_under(tmp_path)
+    args = [str(config), "--run-id", "bad"]
+    for item in overrides:
+        args += ["--set", item]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in out + err
+    assert files_under(tmp_path) == before  # no run directory, no .prefect, no server
+    assert "PREFECT_API_URL" not in os.environ
+
+
+def test_a_missing_archive_is_an_error_without_build(tiny_world, workdir, tmp_path, capsys):  # noqa: F811
+    missing = tmp_path / "nowhere.zarr"
+    config = write_run_config(tmp_path / "cfg" / "run.yaml", tiny_world["model"], missing)
+    code, _, err = run_cli([str(config), "--no-build-archive"], capsys)
+    assert code == 2 and err.startswith("error: ") and "nowhere.zarr" in err
+    assert not missing.exists() and not (workdir / ".prefect").exists()
+
+
+def test_a_missing_archive_of_an_unknown_world_is_not_built(tiny_world, workdir, tmp_path, capsys):  # noqa: F811
+    model = copy_model_with_target(
+        tiny_world["model"], tmp_path / "model", "priorflow.data.synthetic:exact_backbone"
+    )
+    card = yaml.safe_load((model / "card.yaml").read_text())
+    card["metadata"] = {"kind": "trained elsewhere"}
+    (model / "card.yaml").write_text(yaml.safe_dump(card))
+    missing = tmp_path / "nowhere.zarr"
+    config = write_run_config(tmp_path / "cfg" / "run.yaml", model, missing)
+    code, _, err = run_cli([str(config)], capsys)
+    assert code == 2 and "nowhere.zarr" in err and not missing.exists()
+
+
+def test_resuming_with_other_settings_exits_2_before_anything_starts(
+    tiny_world,  # noqa: F811
+    workdir,
+    tmp_path,
+    capsys,
+):
+    from priorflow.store import create_store, run_provenance
+    from tests._runs import prepared_run
+
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml", tiny_world["model"], tiny_world["archive"]
+    )
+    prepared = prepared_run(config, run_id="resumed")
+    create_store(prepared.run_dir, prepared.plan, prepared.config, run_provenance())
+    before = {p: p.read_bytes() for p in prepared.run_dir.rglob("*") if p.is_file()}
+    code, _, err = run_cli([str(config), "--run-id", "resumed", "--set", "seed=8"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was made with seed = 7, this config gives 8" in err
+    assert {p: p.read_bytes() for p in prepared.run_dir.rglob("*") if p.is_file()} == before
+    assert not (workdir / ".prefect").exists()
+
+
+def test_synthetic_archive_spec_from_the_card(tiny_world, tmp_path):  # noqa: F811
+    exact = synthetic_archive_spec(read_card(tiny_world["model"]).metadata)
+    assert exact["world"]["shape"] == [2, 4, 8]
+    assert (exact["start"], exact["end"]) == DEFAULT_ARCHIVE_RANGE
+    assert (exact["seed"], exact["dt_hours"]) == (0, 1)
+    trained = with_card_metadata(
+        tiny_world["model"],
+        tmp_path / "trained",
+        archive_world=read_card(tiny_world["model"]).metadata["world"],
+        archive_range=["2000-01-01T00", "2000-01-05T23"],
+        archive_seed=3,
+    )
+    spec = synthetic_archive_spec(read_card(trained).metadata)
+    assert (spec["start"], spec["end"], spec["seed"]) == ("2000-01-01T00", "2000-01-05T23", 3)
+
+
+@pytest.mark.integration
+def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny_world, tmp_path):  # noqa: F811
+    model = with_card_metadata(
+        tiny_world["model"], tmp_path / "model", archive_range=["2000-01-01T00", "2000-01-15T23"]
+    )
+    archive = tmp_path / "data" / "archive.zarr"
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml",
+        model,
+        archive,
+        trajectory_sizes="6",
+        start_dates=["2000-01-03 0h"],
+    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PRIORFLOW_TORCH_THREADS": "1"}
+    done = subprocess.run(
+        [str(PRIORFLOW), "run", str(config), "--run-id", "cli-test"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert archive.is_dir()  # built from the card's world
+    store = (tmp_path / "cfg" / "runs" / "cli-test" / "prior.zarr").resolve()
+    assert f"store     {store}" in done.stdout
+    match = re.search(r"flow run  (\S+)/runs/flow-run/([0-9a-f-]{36})", done.stdout)
+    assert match and match[1] == prefect_api.removesuffix("/api")
+    assert not (tmp_path / ".prefect").exists()  # used the configured server
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(match[2])
+    assert flow_run.state.is_completed()
+    assert flow_run.parameters["run_id"] == "cli-test"
+
+    # --check on the same run: resumed (nothing to generate), then the prior check fails
+    thresholds = ["--set", "check.max_lag=3", "--set", "check.max_bias=1e-9"]
+    checked = subprocess.run(
+        [str(PRIORFLOW), "run", str(config), "--run-id", "cli-test", "--check", *thresholds],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "(resumed)" in checked.stdout
+    assert "prior check failed" in checked.stderr and "bias" in checked.stderr, checked.stderr
+    assert (store.parent / "check" / "report.md").is_file()
+
+    failing = copy_model_with_target(
+        tiny_world["model"],
+        tmp_path / "failing",
+        "tests.prefect_fixtures:failing_backbone",
+        fail_day=3,
+    )
+    config = write_run_config(
+        tmp_path / "cfg2" / "run.yaml",
+        failing,
+        tiny_world["archive"],
+        trajectory_sizes="6",
+        start_dates=["2000-01-03 0h"],
+        num_samples_per_date=1,
+    )
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # tests.prefect_fixtures
+    failed = subprocess.run(
+        [str(PRIORFLOW), "run", str(config), "--run-id", "cli-fail"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "error: the run did not complete" in failed.stderr
+    assert "gen-6h-2000-01-03T00-m0" in failed.stderr

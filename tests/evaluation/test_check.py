@@ -1,0 +1,388 @@
+"""The prior check end to end: the exact model passes tight thresholds, broken runs fail with
+the reasons that name what is wrong, the outputs are written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+from torch import nn
+
+from priorflow.errors import ConfigError, PriorflowError
+from priorflow.evaluation.check import CheckConfig, CheckError, judge, load_check_config, run_check
+from priorflow.models.loading import load_model
+from tests._check_runs import (
+    copy_run,
+    make_run,
+    rewrite_latent,
+    shared_archive,
+    shared_exact_model,
+    shared_exact_run,
+)
+
+# Tight: what the exact denoiser reaches with K = 8, O = 4 and 64 steps, with a little room.
+TIGHT = {
+    "max_bias": 0.1,
+    "min_std_ratio": 0.88,
+    "max_std_ratio": 1.1,
+    "min_ssr": 0.85,
+    "max_ssr": 1.15,
+    "max_crps_ratio": 1.05,
+    "max_acf_error": 0.08,
+    "max_seam_index": 1.3,
+    "max_spectrum_error": 0.2,
+    "min_diurnal_ratio": 0.8,
+    "max_diurnal_ratio": 1.25,
+    "max_diurnal_phase_hours": 1.5,
+}
+QUICK = {"plots": False}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return shared_archive(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exact_run(tmp_path_factory):
+    return shared_exact_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exact_result(exact_run, tmp_path_factory):
+    run = copy_run(exact_run, tmp_path_factory.mktemp("exact-check") / "run")
+    return run_check(run, TIGHT)
+
+
+def _criteria(result):
+    return {f.criterion for f in result.findings if not f.ok}
+
+
+def test_exact_model_passes_tight_thresholds(exact_result):
+    assert exact_result.passed, exact_result.reasons
+    assert exact_result.reasons == []
+    measured = {f.criterion for f in exact_result.findings}
+    assert measured == {
+        "finite", "bias", "spread", "spread-skill", "skill", "autocorrelation", "seams",
+        "spectrum", "diurnal",
+    }  # fmt: skip
+    prior = exact_result.numbers["48h"]["prior"]
+    climatology = exact_result.numbers["48h"]["climatology"]
+    persistence = exact_result.numbers["48h"]["persistence"]
+    # a prior is no forecast: as skilful as climatology; persistence wins only at first
+    assert prior["fair_crps"] == pytest.approx(climatology["fair_crps"], rel=0.1)
+    assert persistence["rmse_first"] < 0.6 * prior["rmse_first"]
+    assert persistence["rmse_last"] > prior["rmse_last"]
+
+
+def test_outputs_are_written_in_the_run(exact_result):
+    check = exact_result.run_dir / "check"
+    assert exact_result.metrics == check / "metrics.zarr"
+    metrics = xr.open_zarr(exact_result.metrics, group="48h")
+    assert set(metrics["source"].values) == {"prior", "climatology", "persistence"}
+    assert metrics["rmse"].dims == ("source", "lead", "channel")
+    assert metrics["acf"].sizes["lag"] == 12
+    root = xr.open_zarr(exact_result.metrics, consolidated=True)
+    assert root.attrs["verdict"] == "pass"
+    names = sorted(p.name for p in exact_result.plots)
+    assert names == [
+        "48h-autocorrelation.png", "48h-plumes.png", "48h-skill.png", "48h-spectra.png",
+    ]  # fmt: skip
+    for plot in exact_result.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert plot.stat().st_size < 60_000  # palette PNGs: the report embeds them
+    report = exact_result.report.read_text()
+    assert report.startswith("# Prior check: **PASS**")
+    assert report.count("](data:image/png;base64,") == 4
+    assert "| 48h | seams |" in report
+    # every verdict row has exactly its five cells (pipes inside a cell are escaped)
+    rows = [line for line in report.splitlines() if line.startswith("| 48h |")]
+    assert rows and all(line.replace("\\|", "").count("|") == 6 for line in rows), rows
+    assert "\\|.\\| <=" in report
+    json.dumps(exact_result.to_dict())  # the task's record is JSON-able
+    assert not list(exact_result.run_dir.glob(".check*"))  # no temporary folder left
+
+
+def test_a_second_check_replaces_the_first(exact_run, tmp_path):
+    run = copy_run(exact_run, tmp_path / "run")
+    first = run_check(run, QUICK)
+    assert first.plots == []
+    second = run_check(run, {"max_bias": 0.001, "plots": False})
+    assert not second.passed and _criteria(second) == {"bias"}
+    root = xr.open_zarr(second.metrics, consolidated=True)
+    assert root.attrs["verdict"] == "fail"
+    assert root.attrs["reasons"] == second.reasons
+    assert "FAIL" in second.report.read_text().splitlines()[0]
+    first.raise_for_verdict()  # passed: nothing
+    with pytest.raises(
+        CheckError, match=r"prior check failed \(1 reasons; report .*\):\n48h bias:"
+    ):
+        second.raise_for_verdict()
+
+
+def _corrupted(exact_run, tmp_path, change):
+    run = copy_run(exact_run, tmp_path / "run")
+    rewrite_latent(run, "48h", change)
+    return run_check(run, QUICK)
+
+
+def test_bias_is_named(exact_run, tmp_path):
+    def shift(x):
+        x[:, :, :, 1] += 0.6
+        return x
+
+    result = _corrupted(exact_run, tmp_path, shift)
+    assert not result.passed
+    assert _criteria(result) == {"bias"}
+    (reason,) = result.reasons
+    assert reason.startswith("48h bias: channel 1 ")
+
+
+def test_collapsed_spread_is_named(exact_run, tmp_path):
+    def shrink(x):
+        mean = x.mean(axis=1, keepdims=True)
+        return mean + 0.4 * (x - mean)
+
+    result = _corrupted(exact_run, tmp_path, shrink)
+    assert "spread" in _criteria(result) and "spread-skill" in _criteria(result)
+    assert any("too little variance" in r for r in result.reasons)
+    assert any("under-dispersed" in r for r in result.reasons)
+
+
+def test_seam_jumps_are_named(exact_run, tmp_path):
+    rng = np.random.default_rng(0)
+
+    def jump(x):
+        for p in (6, 10, 14, 18, 22, 26, 30, 34, 38, 42):  # the seams of K=8, O=4
+            x[:, :, p:] += (
+                0.4 * rng.choice([-1.0, 1.0], size=x.shape[:2])[:, :, None, None, None, None]
+            )
+        return x
+
+    result = _corrupted(exact_run, tmp_path, jump)
+    assert "seams" in _criteria(result)
+    assert any(r.startswith("48h seams: channel") for r in result.reasons)
+
+
+def test_lost_autocorrelation_is_named(exact_run, tmp_path):
+    rng = np.random.default_rng(1)
+
+    def shuffle(x):
+        return x[:, :, rng.permutation(x.shape[2])]
+
+    result = _corrupted(exact_run, tmp_path, shuffle)
+    assert "autocorrelation" in _criteria(result)
+    assert "bias" not in _criteria(result)
+
+
+def test_spatial_noise_is_named_as_spectrum(exact_run, tmp_path):
+    rng = np.random.default_rng(2)
+
+    def noisy(x):
+        return x + 0.3 * rng.standard_normal(x.shape).astype(np.float32)
+
+    result = _corrupted(exact_run, tmp_path, noisy)
+    assert "spectrum" in _criteria(result)
+
+
+def test_non_finite_members_fail(exact_run, tmp_path):
+    def blow_up(x):
+        x[0, 1, 5] = np.inf
+        return x
+
+    result = _corrupted(exact_run, tmp_path, blow_up)
+    assert "finite" in _criteria(result)
+    assert any("1 members hold NaN or inf (2000-03-20T00-m1)" in r for r in result.reasons)
+
+
+def test_a_diverged_run_fails_on_finite_alone(exact_run, tmp_path):
+    result = _corrupted(exact_run, tmp_path, lambda x: np.full_like(x, np.nan))
+    assert result.reasons == [
+        "48h finite: all 16 members hold NaN or inf (2000-03-20T00-m0, 2000-03-20T00-m1, "
+        "2000-03-20T00-m2); nothing else could be measured (the model diverged)"
+    ]
+    assert result.numbers == {}
+    assert "FAIL" in result.report.read_text()
+    assert xr.open_zarr(result.metrics, consolidated=True).attrs["verdict"] == "fail"
+
+
+def test_every_size_is_checked(archive, tmp_path_factory, tmp_path):
+    model = shared_exact_model(tmp_path_factory)
+    dates = ("2000-04-03 0h", "2000-08-01 12h")
+    run = make_run(tmp_path, model, archive, sizes="12,20", members=2, start_dates=dates)
+    result = run_check(run)
+    assert {f.group for f in result.findings} == {"12h", "20h"}
+    assert set(result.numbers) == {"12h", "20h"}
+    for group, states in (("12h", 12), ("20h", 20)):
+        metrics = xr.open_zarr(result.metrics, group=group)
+        assert metrics.sizes["lead"] == states
+        assert metrics.sizes["lag"] == min(12, states - 1)
+    assert {p.name.split("-")[0] for p in result.plots} == {"12h", "20h"}
+    # 12 states = 2 blankets: seams at 6 and 10; 20 states: 6, 10, 14
+    assert xr.open_zarr(result.metrics, group="20h").attrs["seams"] == [6, 10, 14]
+
+
+def test_one_member_per_date_skips_the_spread_skill_ratio(archive, tmp_path_factory, tmp_path):
+    model = shared_exact_model(tmp_path_factory)
+    dates = ("2000-04-03 0h", "2000-06-01 6h", "2000-08-01 12h")
+    run = make_run(tmp_path, model, archive, sizes="10", members=1, start_dates=dates)
+    result = run_check(run, QUICK)
+    measured = {f.criterion for f in result.findings}
+    assert "spread-skill" not in measured
+    assert {"bias", "spread", "skill", "autocorrelation", "seams"} <= measured
+    metrics = xr.open_zarr(result.metrics, group="10h")
+    assert metrics.attrs["seams"] == [6]
+    assert float(metrics["spread"].sel(source="prior").max()) == 0.0
+
+
+class _ChannelLast:
+    """The archive with its states stored as (y, x, channel)."""
+
+    def __init__(self, archive):
+        self.inner = archive
+        self.times, self.start, self.end = archive.times, archive.start, archive.end
+        self.path, self.range_label = archive.path, archive.range_label
+        self.state_shape = (*archive.state_shape[1:], archive.state_shape[0])
+
+    def states(self, times):
+        return np.moveaxis(self.inner.states(times), -3, -1)
+
+
+def test_the_channel_dimension_may_come_last(exact_run, archive):
+    from priorflow.data.archive import open_archive
+    from priorflow.evaluation.evaluate import evaluate_group
+    from priorflow.store import open_group
+
+    opened = open_archive(archive)
+    group = open_group(exact_run, 48)
+    expected = evaluate_group(group, opened)
+    moved = group.transpose("start_date", "member", "lead", "y", "x", "channel", ...)
+    metrics = evaluate_group(moved, _ChannelLast(opened))
+    for name in ("rmse", "fair_crps", "mean_bias", "std", "acf", "seam_index", "spectrum"):
+        np.testing.assert_allclose(metrics[name].values, expected[name].values, rtol=1e-6)
+
+
+class _Scaled(nn.Module):
+    """A broken backbone: the exact one with its output scaled."""
+
+    def __init__(self, inner: nn.Module, factor: float):
+        super().__init__()
+        self.inner, self.factor = inner, factor
+
+    def forward(self, x, c_noise, dates):
+        return self.factor * self.inner(x, c_noise, dates)
+
+
+def test_corrupted_model_fails_with_reasons(archive, tmp_path_factory, tmp_path):
+    torch.manual_seed(0)
+    exact = load_model(shared_exact_model(tmp_path_factory))
+    broken = dataclasses.replace(exact, backbone=_Scaled(exact.backbone, 0.5))
+    run = make_run(tmp_path, broken, archive, run_id="broken", members=3, steps=32)
+    result = run_check(run, QUICK)
+    assert not result.passed
+    # half the learned correction: too little variance, lost correlation, spectrum, no daily cycle
+    assert {"spread", "autocorrelation", "spectrum", "diurnal"} <= _criteria(result)
+    for reason in result.reasons:
+        assert reason.split(":")[0].split()[1] in {
+            "bias", "spread", "skill", "autocorrelation", "seams", "spectrum", "diurnal",
+        }  # fmt: skip
+
+
+def test_judge_uses_the_thresholds(exact_result):
+    metrics = xr.open_zarr(exact_result.metrics, group="48h").load()
+    assert all(f.ok for f in judge(metrics, CheckConfig(**TIGHT)))
+    failed = [f for f in judge(metrics, CheckConfig(max_seam_index=1.01)) if not f.ok]
+    assert [f.criterion for f in failed] == ["seams"]
+    assert "allowed 1.01" in failed[0].message
+
+
+def test_check_config_errors_are_one_line():
+    assert CheckConfig().max_bias == 0.25
+    with pytest.raises(ConfigError, match=r"^check\.max_bais: unknown key — check takes"):
+        CheckConfig.parse({"max_bais": 1})
+    with pytest.raises(ConfigError, match=r"^check\.max_bias: -1 — "):
+        CheckConfig.parse({"max_bias": -1})
+    with pytest.raises(
+        ConfigError, match=r"check\.min_ssr: 2.0 must be smaller than check\.max_ssr"
+    ):
+        CheckConfig.parse({"min_ssr": 2.0})
+
+
+def test_load_check_config_reads_the_run_and_overrides(exact_run, tmp_path):
+    run = copy_run(exact_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["check"] = {**(config.get("check") or {}), "max_bias": 0.5}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert load_check_config(run).max_bias == 0.5
+    assert load_check_config(run, ["check.max_bias=0.2", "check.plots=false"]).plots is False
+    with pytest.raises(ConfigError, match="not check.<key>=<value>"):
+        load_check_config(run, ["max_bias=0.2"])
+
+
+def test_unfinished_or_missing_runs_are_user_errors(exact_run, tmp_path):
+    with pytest.raises(PriorflowError, match="holds no prior.zarr"):
+        run_check(tmp_path / "nothing")
+    run = copy_run(exact_run, tmp_path / "run")
+    import zarr
+
+    zarr.open_group(str(run / "prior.zarr"), path="48h", mode="r+").attrs["aggregated"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not in the zarr v3 spec
+        zarr.consolidate_metadata(str(run / "prior.zarr"))
+    with pytest.raises(PriorflowError, match="48h: the run .* is not finished"):
+        run_check(run, QUICK)
+    assert not (run / "check").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped reference model (slow: a trained backbone on the CPU)
+
+
+@pytest.fixture(scope="module")
+def reference(archive):
+    from tests._check_runs import REFERENCE
+
+    if not (REFERENCE / "card.yaml").exists():
+        from tests.conftest import in_ci
+
+        if in_ci():
+            pytest.fail(f"the shipped reference model is missing ({REFERENCE})")
+        pytest.skip(f"the reference model is not shipped yet ({REFERENCE})")
+    return load_model(REFERENCE)
+
+
+@pytest.mark.slow
+def test_reference_model_passes_the_defaults(reference, archive, tmp_path):
+    run = make_run(tmp_path, reference, archive, run_id="reference", members=2, steps=32)
+    result = run_check(run, QUICK)
+    assert result.passed, result.reasons
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["scaled", "shuffled"])
+def test_corrupted_reference_fails_with_reasons(reference, archive, tmp_path, how):
+    from tests._check_runs import corrupt_model
+
+    broken = corrupt_model(reference, how)
+    dates = ("2000-03-20 0h", "2000-07-01 12h")
+    run = make_run(tmp_path, broken, archive, run_id=how, members=2, start_dates=dates, steps=32)
+    result = run_check(run, QUICK)
+    assert not result.passed
+    named = {r.split(":")[0].split()[1] for r in result.reasons}
+    assert named <= {
+        "finite",
+        "bias",
+        "spread",
+        "skill",
+        "autocorrelation",
+        "seams",
+        "spectrum",
+        "diurnal",
+    }
+    assert named & {"bias", "spread", "autocorrelation", "spectrum"}, result.reasons

@@ -1,0 +1,118 @@
+"""The Dask task runners built from ``hardware``: options, backends, tasks submitted to them."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+import pytest
+from prefect import flow, task
+from prefect_dask import DaskTaskRunner
+
+from flows.runners import (
+    address_task_runner,
+    check_workers,
+    local_cluster,
+    local_task_runner,
+)
+from priorflow.errors import ConfigError
+from tests._worker_probe import worker_view
+from tests.prefect_fixtures import prefect_api  # noqa: F401  (fixture)
+
+
+def test_local_runner_options():
+    runner = local_task_runner(gpus_per_job=1, n_gpus=0, threads=2)
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_class is local_cluster
+    assert runner.cluster_kwargs == {
+        "n_workers": 1,
+        "gpus_per_worker": 1,
+        "visible_devices": None,
+        "torch_threads": 2,
+    }
+    gpu = local_task_runner(gpus_per_job=2, n_gpus=4, threads=1)
+    assert gpu.cluster_kwargs["n_workers"] == 2
+    assert gpu.cluster_kwargs["visible_devices"] == ["0,1", "2,3"]
+
+
+def test_address_runner_and_errors():
+    runner = address_task_runner("tcp://127.0.0.1:8786")
+    assert runner.address == "tcp://127.0.0.1:8786"
+    with pytest.raises(ConfigError, match=r"hardware\.address: required"):
+        address_task_runner(None)
+
+
+@pytest.mark.integration
+def test_local_cluster_pins_each_worker_to_its_gpus():
+    from distributed import Client
+
+    groups = ["0,1", "2,3"]
+    with (
+        local_cluster(
+            n_workers=2, gpus_per_worker=2, visible_devices=groups, torch_threads=3
+        ) as c,
+        Client(c) as client,
+    ):
+        views = client.run(worker_view)
+    views = sorted(views.values(), key=lambda v: v["name"])
+    assert [v["cuda"] for v in views] == groups
+    assert all(v["resources"] == {"GPU": 2} and v["nthreads"] == 1 for v in views)
+    assert all(v["threads"] == "3" for v in views)
+    assert len({v["pid"] for v in views}) == 2 and os.getpid() not in {v["pid"] for v in views}
+
+
+@task(task_run_name="probe-{i}")
+def _probe(i: int) -> dict:
+    return worker_view()
+
+
+@flow(name="runner-probe")
+def _probe_flow(address: str) -> list[dict]:
+    """Tasks submitted to a runner chosen at run time (the flow's own is a thread pool)."""
+    with address_task_runner(address) as runner:
+        with dask.annotate(resources={"GPU": 1}):
+            futures = [runner.submit(_probe, parameters={"i": i}) for i in range(3)]
+        return [future.result() for future in futures]
+
+
+@pytest.mark.integration
+def test_flow_tasks_run_on_an_existing_scheduler(prefect_api):  # noqa: F811
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, resources={"GPU": 1}, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        worker_pids = set(client.run(os.getpid).values())
+        views = _probe_flow(cluster.scheduler_address)
+    assert len(views) == 3
+    assert {v["pid"] for v in views} <= worker_pids  # ran on the cluster, not in this process
+
+
+@pytest.mark.integration
+def test_workers_without_the_gpu_resource_are_refused():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as plain,
+        Client(plain) as client,
+        pytest.raises(
+            ConfigError,
+            match=r"hardware\.address: none of the 1 workers at .*"
+            r" --resources GPU=1'",
+        ),
+    ):
+        check_workers(client, 1, plain.scheduler_address)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, resources={"GPU": 2}, dashboard_address=":0"
+        ) as gpus,
+        Client(gpus) as client,
+    ):
+        assert check_workers(client, 2) == 1
+        with pytest.raises(ConfigError, match="GPU=4"):
+            check_workers(client, 4)
+    with LocalCluster(n_workers=0, dashboard_address=":0") as empty, Client(empty) as client:
+        assert check_workers(client, 1) == 0  # workers may join later

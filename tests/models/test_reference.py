@@ -1,0 +1,198 @@
+"""The reference backbone: shapes, date features, conditioning, independence, autocast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from priorflow.core.dates import hour_of_day, times_to_fields, timestamps, year_progress
+from priorflow.core.denoiser import PreconditionedDenoiser
+from priorflow.errors import ConfigError
+from priorflow.models.reference import ReferenceBackbone, date_features
+
+SHAPE = (2, 8, 16)
+KWARGS = {"channels": [8, 16, 16], "embedding": 16}
+
+
+def perturbed(shape=SHAPE, seed=0, **kwargs) -> ReferenceBackbone:
+    """A backbone whose zero-initialised layers are perturbed, so every path matters."""
+    torch.manual_seed(seed)
+    backbone = ReferenceBackbone(shape, **(kwargs or KWARGS))
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return backbone.eval()
+
+
+def inputs(n=3, k=5, shape=SHAPE, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, *shape, generator=generator)
+    c_noise = torch.linspace(-60, 60, n)
+    starts = ["2000-01-01T00", "2000-06-15T07", "2001-12-31T20"][:n]
+    dates = torch.stack(
+        [timestamps(np.datetime64(s).astype("datetime64[s]").item(), k, 1) for s in starts]
+    )
+    return x, c_noise, dates
+
+
+def test_default_size_and_shapes(device):
+    backbone = ReferenceBackbone((4, 16, 32)).to(device)
+    parameters = sum(p.numel() for p in backbone.parameters())
+    assert 100_000 <= parameters <= 500_000
+    x = torch.randn(2, 8, 4, 16, 32, device=device)
+    dates = timestamps(np.datetime64("2000-04-03T00").item(), 8, 1).expand(2, 8, 4)
+    out = backbone(x, torch.tensor([0.0, 10.0], device=device), dates.to(device))
+    assert out.shape == x.shape and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("k", [1, 2, 8])
+def test_any_blanket_size(k):
+    x, c_noise, dates = inputs(k=k)
+    assert perturbed()(x, c_noise, dates).shape == x.shape
+
+
+def test_scalar_noise_level():
+    x, _, dates = inputs()
+    backbone = perturbed()
+    scalar = backbone(x, torch.tensor(5.0), dates)
+    assert torch.allclose(scalar, backbone(x, torch.full((3,), 5.0), dates))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "expected"),
+    [
+        ((2, 7, 16), {"channels": [8, 16]}, "divisible by 2"),
+        ((2, 8, 12), {"channels": [8, 16, 16, 16]}, "divisible by 8"),
+        ((2, 8), {}, "is not (C, H, W)"),
+        ((0, 8, 16), {}, "is not (C, H, W)"),
+        ((2, 8, 16), {"temporal_kernel": 2}, "temporal_kernel"),
+        ((2, 8, 16), {"padding": "reflect"}, "padding"),
+        ((2, 8, 16), {"channels": []}, "must be positive"),
+        ((2, 8, 16), {"position_rank": -1}, "position_rank"),
+    ],
+)
+def test_rejected_settings(shape, kwargs, expected):
+    with pytest.raises(ConfigError) as info:
+        ReferenceBackbone(shape, **kwargs)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_wrong_state_shape_at_call():
+    x, c_noise, dates = inputs()
+    with pytest.raises(ValueError, match="built for"):
+        perturbed()(x[..., :8], c_noise, dates)
+
+
+def test_date_features_match_calendar():
+    times = np.array(
+        ["2000-02-29T12", "2000-03-01T00", "2001-03-01T00", "2000-12-31T23", "2001-07-04T05"],
+        dtype="datetime64[ns]",
+    )
+    features = date_features(times_to_fields(times)).numpy()
+    progress = year_progress(times)  # leap-aware, from the synthetic world's own calendar
+    hours = hour_of_day(times)
+    expected = np.stack(
+        [
+            np.sin(2 * np.pi * progress),
+            np.cos(2 * np.pi * progress),
+            np.sin(2 * np.pi * hours / 24),
+            np.cos(2 * np.pi * hours / 24),
+        ],
+        axis=-1,
+    )
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+
+
+def test_date_features_are_continuous_across_new_year():
+    times = np.array(["2000-12-31T23", "2001-01-01T00"], dtype="datetime64[ns]")
+    features = date_features(times_to_fields(times), harmonics=2)
+    assert features.shape == (2, 8)
+    season = features[:, :4]  # seasonal sin/cos of both harmonics
+    assert (season[0] - season[1]).abs().max() < 0.02
+
+
+def test_conditioning_changes_the_output():
+    x, c_noise, dates = inputs()
+    backbone = perturbed()
+    base = backbone(x, c_noise, dates)
+    other_noise = backbone(x, c_noise + 10, dates)
+    later_hour = dates.clone()
+    later_hour[..., 3] = (later_hour[..., 3] + 6) % 24
+    other_season = dates.clone()
+    other_season[..., 1] = (other_season[..., 1] + 5) % 12 + 1
+    for changed in (
+        other_noise,
+        backbone(x, c_noise, later_hour),
+        backbone(x, c_noise, other_season),
+    ):
+        assert (changed - base).abs().mean() > 1e-3 * base.abs().mean()
+
+
+def test_states_mix_in_time():
+    x, c_noise, dates = inputs(k=5)
+    backbone = perturbed()
+    base = backbone(x, c_noise, dates)
+    bumped = x.clone()
+    bumped[:, 2] += 1.0
+    changed = backbone(bumped, c_noise, dates)
+    # a neighbouring state's output responds to the change of state 2
+    assert (changed[:, 1] - base[:, 1]).abs().max() > 1e-4
+    assert (changed[:, 3] - base[:, 3]).abs().max() > 1e-4
+
+
+def test_blankets_are_independent():
+    x, c_noise, dates = inputs()
+    backbone = perturbed()
+    together = backbone(x, c_noise, dates)
+    for i in range(len(x)):
+        alone = backbone(x[i : i + 1], c_noise[i : i + 1], dates[i : i + 1])
+        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-4)
+
+
+def test_circular_padding_wraps():
+    backbone = perturbed(padding="circular", **KWARGS)
+    x, c_noise, dates = inputs()
+    out = backbone(x, c_noise, dates)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_reference_trains_a_step():
+    backbone = perturbed()
+    x, c_noise, dates = inputs()
+    loss = (backbone(x, c_noise, dates) - x).square().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_autocast(precision, device):
+    backbone = perturbed().to(device)
+    x, _, dates = inputs()
+    x, dates = x.to(device), dates.to(device)
+    sigma = torch.tensor([0.01, 1.0, 100.0], device=device)
+    full = PreconditionedDenoiser(backbone, "float32")(x, sigma, dates)
+    reduced = PreconditionedDenoiser(backbone, precision)(x, sigma, dates)
+    assert reduced.dtype == torch.float32
+    assert torch.isfinite(reduced).all()
+    error = (reduced - full).abs().max() / full.abs().max()
+    assert error < 0.05
+
+
+def test_without_positional_field():
+    backbone = perturbed(position_rank=0, **KWARGS)
+    assert not any("position_maps" in name for name, _ in backbone.named_parameters())
+    x, c_noise, dates = inputs()
+    assert backbone(x, c_noise, dates).shape == x.shape
+
+
+def test_positional_field_moves_with_the_date():
+    """With the convolutions' input zeroed, the output still depends on position and date."""
+    backbone = perturbed()
+    x, c_noise, dates = inputs(n=1, k=2)
+    later = dates.clone()
+    later[..., 3] += 3
+    zero = torch.zeros_like(x)
+    one, two = backbone(zero, c_noise, dates), backbone(zero, c_noise, later)
+    assert one[0, 0].std() > 0  # varies over the grid
+    assert (one - two).abs().max() > 1e-4
