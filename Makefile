@@ -28,9 +28,10 @@ ui: setup  ## the demo, leaving its Prefect server running to browse the run in 
 test: setup  ## the whole test suite (CI runs exactly this)
 	$(VENV)/bin/pytest
 
-lint: setup
+lint: setup  ## ruff format + check, and the import contracts of the layers (pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -35,10 +35,10 @@ def synth(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from priorflow.data.synthetic_archive import parse_end, write_synthetic_archive
     from priorflow.core.dates import parse_start_date
-    from priorflow.errors import ArchiveError, ConfigError
     from priorflow.data.synthetic import SyntheticWorld
+    from priorflow.data.synthetic_archive import parse_end, write_synthetic_archive
+    from priorflow.errors import ArchiveError, ConfigError
 
     first = parse_start_date(start, field="--start")
     last = parse_end(end, dt_hours, field="--end")

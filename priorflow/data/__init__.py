@@ -1,1 +1,1 @@
-"""data"""
+"""Latent data: archives of encoded states, and the synthetic world whose statistics are exact."""

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +40,11 @@ from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.precision import PRECISIONS
 from priorflow.core.schedules import make_schedule, schedule_class
 from priorflow.errors import ConfigError, ModelError
-from priorflow.models.card import CHECKPOINTS, BackboneSpec, ModelCard, ScheduleSpec, write_card
+from priorflow.models.card import CHECKPOINTS, write_card
 from priorflow.models.denoising_loss import ValidationLoss, denoising_loss, stratified_times
 from priorflow.models.loading import build_backbone
-from priorflow.models.training_data import Batches, Split, TrainingData, blanket_split
+from priorflow.models.training_card import rounded, trained_card, training_metadata
+from priorflow.models.training_data import Batches, TrainingData, blanket_split
 
 STATE_NAME = "training_state.pt"
 REFERENCE_TARGET = "priorflow.models.reference:ReferenceBackbone"
@@ -162,39 +161,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     write_file(path, lambda handle: torch.save(obj, handle))
 
 
-def _archive_from(model_dir: Path, source: str | None) -> str | None:
-    """The training archive as the card records it: relative to the model directory.
-
-    Plans read a relative card ``archive`` against the model directory, so a model directory
-    moved together with its archive keeps pointing at it.
-    """
-    if not source or "://" in source or not Path(source).expanduser().exists():
-        return source  # a label (in-memory data) or a URL: kept as it is
-    return os.path.relpath(Path(source).expanduser().resolve(), Path(model_dir).resolve())
-
-
-def _card(
-    config: TrainConfig,
-    shape: tuple[int, ...],
-    data: TrainingData,
-    metadata: dict,
-    model_dir: Path,
-) -> ModelCard:
-    return ModelCard(
-        backbone=BackboneSpec(target=config.target, kwargs=dict(config.backbone)),
-        blanket_size=config.blanket_size,
-        dt_hours=config.dt_hours or data.dt_hours,
-        state_shape=shape,
-        schedule=ScheduleSpec(
-            name=config.schedule, sigma_min=config.sigma_min, sigma_max=config.sigma_max
-        ),
-        denoising_steps=config.denoising_steps,
-        precision=config.precision,
-        archive=_archive_from(model_dir, data.source),
-        metadata=metadata,
-    )
-
-
 def train(
     data: TrainingData,
     out: str | Path,
@@ -227,7 +193,7 @@ def train(
         data.times, data.dt_hours, config.blanket_size, dt_hours, config.val_every_days
     )
     schedule = make_schedule(config.schedule, config.sigma_min, config.sigma_max)
-    card = _card(config, shape, data, {}, out)
+    card = trained_card(config, shape, data, {}, out)
     torch.manual_seed(config.seed)  # parameter initialisation
     try:
         backbone = build_backbone(card).to(device)
@@ -274,14 +240,16 @@ def train(
             best_val, best_step = val_loss, step
             _atomic_save(weights, out / CHECKPOINTS["best"])
         _atomic_save(weights, out / CHECKPOINTS["last"])
-        metadata = _metadata(config, data, split, step, loss_avg, val_loss, best_val, best_step)
+        metadata = training_metadata(
+            config, data, split, step, loss_avg, val_loss, best_val, best_step
+        )
         metadata.update(
             command=command,
             seconds=round(elapsed(), 1),
             initial_val_loss=initial_val,
-            history=[[s, _round(a), _round(v)] for s, a, v in history],
+            history=[[s, rounded(a), rounded(v)] for s, a, v in history],
         )
-        write_card(out, _card(config, shape, data, metadata, out))
+        write_card(out, trained_card(config, shape, data, metadata, out))
         _atomic_save(
             {
                 "step": step,
@@ -362,42 +330,3 @@ def _check_resumable(saved: dict, current: dict, file: Path) -> None:
                 f"{key}: {current.get(key)!r} differs from {saved.get(key)!r} of the run saved in"
                 f" {file}; rerun with the same settings to resume, or use a new --out"
             )
-
-
-def _metadata(
-    config: TrainConfig,
-    data: TrainingData,
-    split: Split,
-    step: int,
-    loss: float | None,
-    val_loss: float | None,
-    best_val: float | None,
-    best_step: int | None,
-) -> dict[str, Any]:
-    from priorflow import __version__
-
-    return {
-        "trained_steps": step,
-        "train_loss": _round(loss),
-        "val_loss": _round(val_loss),
-        "best_val_loss": _round(best_val),
-        "best_step": best_step,
-        "seed": config.seed,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "weight_decay": config.weight_decay,
-        "warmup": config.warmup,
-        "ema_decay": config.ema_decay,
-        "val_every_days": config.val_every_days,
-        "train_blankets": len(split.train),
-        "val_blankets": len(split.val),
-        "archive_range": [str(data.times[0])[:13], str(data.times[-1])[:13]],
-        "archive_world": data.world,
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "priorflow": __version__,
-        "torch": torch.__version__,
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else float(f"{value:.5g}")

@@ -46,7 +46,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def with_card_metadata(model: Path, out: Path, **metadata) -> Path:
-    copy_model_with_target(model, out, "priorflow.data.synthetic:exact_backbone")
+    copy_model_with_target(model, out, "priorflow.models.exact:exact_backbone")
     card = yaml.safe_load((out / "card.yaml").read_text())
     card["metadata"].update(metadata)
     (out / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
@@ -103,7 +103,7 @@ def test_a_missing_archive_is_an_error_without_build(tiny_world, workdir, tmp_pa
 
 def test_a_missing_archive_of_an_unknown_world_is_not_built(tiny_world, workdir, tmp_path, capsys):  # noqa: F811
     model = copy_model_with_target(
-        tiny_world["model"], tmp_path / "model", "priorflow.data.synthetic:exact_backbone"
+        tiny_world["model"], tmp_path / "model", "priorflow.models.exact:exact_backbone"
     )
     card = yaml.safe_load((model / "card.yaml").read_text())
     card["metadata"] = {"kind": "trained elsewhere"}
@@ -187,7 +187,9 @@ def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(match[2])
     assert flow_run.state.is_completed()
-    assert flow_run.parameters["run_id"] == "cli-test"
+    # the flow got the config the command loaded (read once), the run's settings in the UI
+    assert flow_run.parameters["config"]["run_id"] == "cli-test"
+    assert flow_run.parameters["config_path"] is None
 
     # --check on the same run: resumed (nothing to generate), then the prior check fails
     thresholds = ["--set", "check.max_lag=3", "--set", "check.max_bias=1e-9"]

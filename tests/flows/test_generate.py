@@ -108,7 +108,11 @@ def test_store_opens_with_the_documented_layout(first_run):
         assert attrs["padded_size"] == size.padded_size
         assert attrs["num_blankets"] == size.num_blankets
         assert attrs["flow_run_id"] == str(state.state_details.flow_run_id)
-        assert attrs["sampler"] == "lms" and attrs["steps"] == 5 and attrs["run_seed"] == 7
+        assert attrs["diffusion"] == {
+            "num_steps": 5,
+            "sampler": {"type": "lms", "config": {"order": 3}},
+        }
+        assert attrs["seed"] == 7 and attrs["blanket_overlap"] == 1
         assert len(attrs["checkpoint_sha256"]) == 64
         assert {"prefect", "prefect-dask", "torch"} <= set(attrs["package_versions"])
         assert attrs["aggregated"] is True

@@ -122,7 +122,7 @@ def test_a_run_naming_blocks_equals_the_plain_run(saved, tiny_world, tmp_path):
     x = xr.open_zarr(store_path(tmp_path / "runs" / "plain-run"), group="6h")
     y = xr.open_zarr(store_path(tmp_path / "runs" / "named-run"), group="6h")
     assert np.array_equal(x.latent.values, y.latent.values)
-    for key in ("model_path", "checkpoint_sha256", "sampler", "steps", "run_seed"):
+    for key in ("model_path", "checkpoint_sha256", "card", "diffusion", "seed"):
         assert x.attrs[key] == y.attrs[key], key
 
 
@@ -143,7 +143,7 @@ def test_priorflow_plan_resolves_blocks_or_says_why_not(saved, tiny_world, tmp_p
     data.pop("model_path")
     data["blocks"] = {"model": "tiny", "archive": "tiny-january"}
     config.write_text(yaml.safe_dump(data))
-    command = [sys.executable, "-m", "priorflow", "plan", str(config)]
+    command = [sys.executable, "-m", "cli", "plan", str(config)]
     ok = subprocess.run(command, env=saved["env"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert str(tiny_world["model"]) in ok.stdout and "(dates checked)" in ok.stdout

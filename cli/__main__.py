@@ -1,0 +1,5 @@
+"""``python -m cli`` is the ``priorflow`` command line."""
+
+from cli import main
+
+main()
