@@ -185,125 +185,179 @@ def train(
     """
     config = config or TrainConfig()
     config.check()
-    out = Path(out)
-    device = torch.device(config.device)
-    dt_hours = config.dt_hours or data.dt_hours
-    shape = data.state_shape
-    split = blanket_split(
-        data.times, data.dt_hours, config.blanket_size, dt_hours, config.val_every_days
-    )
-    schedule = make_schedule(config.schedule, config.sigma_min, config.sigma_max)
-    card = trained_card(config, shape, data, {}, out)
-    torch.manual_seed(config.seed)  # parameter initialisation
-    try:
-        backbone = build_backbone(card).to(device)
-    except ModelError as error:
-        raise ConfigError(str(error)) from None
-    ema = _copy(backbone)
-    optimizer = torch.optim.AdamW(
-        backbone.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    history: list[list[float | None]] = []
-    step, best_val, best_step, seconds_before, initial_val = 0, None, None, 0.0, None
-
-    state_file = out / STATE_NAME
-    if state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        _check_resumable(json.loads(state["config"]), config.resumable_dict(), state_file)
-        backbone.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, best_val, best_step = state["step"], state["best_val"], state["best_step"]
-        history = json.loads(state["history"])
-        seconds_before, initial_val = state["seconds"], state["initial_val"]
-    resumed_from = step
-    out.mkdir(parents=True, exist_ok=True)
-
-    batches = Batches(data, config.blanket_size, split.stride, device)
-    validate = ValidationLoss(split, batches, config, schedule)
-    denoiser = PreconditionedDenoiser(backbone, config.precision)
-    ema_denoiser = PreconditionedDenoiser(ema, config.precision).eval()
-    began = time.perf_counter()
-    loss_avg, val_loss = None, None
-
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - began
-
-    def checkpoint() -> None:
-        nonlocal best_val, best_step, val_loss
-        val_loss = validate(ema_denoiser)
-        history.append([step, loss_avg, val_loss])
-        weights = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}
-        if best_val is None or val_loss < best_val:
-            best_val, best_step = val_loss, step
-            _atomic_save(weights, out / CHECKPOINTS["best"])
-        _atomic_save(weights, out / CHECKPOINTS["last"])
-        metadata = training_metadata(
-            config, data, split, step, loss_avg, val_loss, best_val, best_step
-        )
-        metadata.update(
-            command=command,
-            seconds=round(elapsed(), 1),
-            initial_val_loss=initial_val,
-            history=[[s, rounded(a), rounded(v)] for s, a, v in history],
-        )
-        write_card(out, trained_card(config, shape, data, metadata, out))
-        _atomic_save(
-            {
-                "step": step,
-                "model": backbone.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "best_val": best_val,
-                "best_step": best_step,
-                "initial_val": initial_val,
-                "history": json.dumps(history),
-                "seconds": elapsed(),
-                "config": json.dumps(config.resumable_dict()),
-            },
-            state_file,
-        )
-
-    if step == 0:
-        initial_val = validate(ema_denoiser)
-    backbone.train()
-    while step < config.steps:
-        lr = _lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        pick = torch.randint(len(split.train), (config.batch_size,), generator=generator)
-        x, dates = batches(split.train[pick])
-        sigma = schedule(stratified_times(config.batch_size, generator)).float().to(device)
-        z = torch.randn(x.shape, generator=generator).to(device)
-        loss = denoising_loss(denoiser, x, dates, sigma, z).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(backbone.parameters(), config.grad_clip)
-        optimizer.step()
-        step += 1
-        _ema_update(ema, backbone, min(config.ema_decay, (1 + step) / (10 + step)))
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ConfigError(
-                f"lr: training diverged at step {step} (loss {value}); lower lr (now"
-                f" {config.lr:g}) or raise warmup"
-            )
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
-        if step % config.eval_every == 0 or step == config.steps:
-            checkpoint()
+    run = _Training(data, Path(out), config, command)
+    resumed_from = run.resume()
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.start()
+    while run.step < config.steps:
+        lr, value = run.optimise()
+        if run.step % config.eval_every == 0 or run.step == config.steps:
+            run.checkpoint()
         if progress is not None:
             progress(
                 TrainProgress(
-                    step, config.steps, value, loss_avg, lr, val_loss, best_val, elapsed()
+                    run.step,
+                    config.steps,
+                    value,
+                    run.loss_avg,
+                    lr,
+                    run.val_loss,
+                    run.best_val,
+                    run.elapsed(),
                 )
             )
-    if step == resumed_from and not (out / CHECKPOINTS["last"]).exists():
-        checkpoint()
-    return TrainResult(out, step, best_val, best_step, val_loss, resumed_from, elapsed())
+    if run.step == resumed_from and not (run.out / CHECKPOINTS["last"]).exists():
+        run.checkpoint()
+    return TrainResult(
+        run.out, run.step, run.best_val, run.best_step, run.val_loss, resumed_from, run.elapsed()
+    )
+
+
+class _Training:
+    """One training run's state: the backbone and its EMA, the optimiser, the data, the counters.
+
+    The steps of :func:`train`: :meth:`resume` (from ``training_state.pt``), :meth:`start` (the
+    initial validation loss), :meth:`optimise` (one optimiser step), :meth:`checkpoint`
+    (validation, weights, card, state; all written atomically).
+    """
+
+    def __init__(self, data: TrainingData, out: Path, config: TrainConfig, command: str | None):
+        self.data, self.out, self.config, self.command = data, out, config, command
+        self.device = torch.device(config.device)
+        self.shape = data.state_shape
+        dt_hours = config.dt_hours or data.dt_hours
+        self.split = blanket_split(
+            data.times, data.dt_hours, config.blanket_size, dt_hours, config.val_every_days
+        )
+        self.schedule = make_schedule(config.schedule, config.sigma_min, config.sigma_max)
+        card = trained_card(config, self.shape, data, {}, out)
+        torch.manual_seed(config.seed)  # parameter initialisation
+        try:
+            self.backbone = build_backbone(card).to(self.device)
+        except ModelError as error:
+            raise ConfigError(str(error)) from None
+        self.ema = _copy(self.backbone)
+        self.optimizer = torch.optim.AdamW(
+            self.backbone.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.history: list[list[float | None]] = []
+        self.step, self.best_val, self.best_step = 0, None, None
+        self.seconds_before, self.initial_val = 0.0, None
+        self.loss_avg: float | None = None
+        self.val_loss: float | None = None
+        self.began = time.perf_counter()
+
+    @property
+    def state_file(self) -> Path:
+        return self.out / STATE_NAME
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier runs included."""
+        return self.seconds_before + time.perf_counter() - self.began
+
+    def resume(self) -> int:
+        """Continue from ``training_state.pt`` when it exists (same settings); the step."""
+        if self.state_file.exists():
+            state = torch.load(self.state_file, map_location="cpu", weights_only=True)
+            _check_resumable(
+                json.loads(state["config"]), self.config.resumable_dict(), self.state_file
+            )
+            self.backbone.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            self.step, self.best_val = state["step"], state["best_val"]
+            self.best_step = state["best_step"]
+            self.history = json.loads(state["history"])
+            self.seconds_before, self.initial_val = state["seconds"], state["initial_val"]
+        return self.step
+
+    def start(self) -> None:
+        """The batches, the fixed validation loss and the denoisers; the initial loss."""
+        config = self.config
+        self.batches = Batches(self.data, config.blanket_size, self.split.stride, self.device)
+        self.validate = ValidationLoss(self.split, self.batches, config, self.schedule)
+        self.denoiser = PreconditionedDenoiser(self.backbone, config.precision)
+        self.ema_denoiser = PreconditionedDenoiser(self.ema, config.precision).eval()
+        self.began = time.perf_counter()
+        if self.step == 0:
+            self.initial_val = self.validate(self.ema_denoiser)
+        self.backbone.train()
+
+    def optimise(self) -> tuple[float, float]:
+        """One optimiser step on a random batch; ``(learning rate, loss)``."""
+        config, generator = self.config, self.generator
+        lr = _lr_at(self.step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        pick = torch.randint(len(self.split.train), (config.batch_size,), generator=generator)
+        x, dates = self.batches(self.split.train[pick])
+        t = stratified_times(config.batch_size, generator)
+        sigma = self.schedule(t).float().to(self.device)
+        z = torch.randn(x.shape, generator=generator).to(self.device)
+        loss = denoising_loss(self.denoiser, x, dates, sigma, z).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.backbone.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        _ema_update(
+            self.ema, self.backbone, min(config.ema_decay, (1 + self.step) / (10 + self.step))
+        )
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"lr: training diverged at step {self.step} (loss {value}); lower lr (now"
+                f" {config.lr:g}) or raise warmup"
+            )
+        self.loss_avg = value if self.loss_avg is None else 0.98 * self.loss_avg + 0.02 * value
+        return lr, value
+
+    def checkpoint(self) -> None:
+        """Validate the EMA weights; write the best and last checkpoints, the card, the state."""
+        config, out = self.config, self.out
+        self.val_loss = self.validate(self.ema_denoiser)
+        self.history.append([self.step, self.loss_avg, self.val_loss])
+        weights = {k: v.detach().cpu().clone() for k, v in self.ema.state_dict().items()}
+        if self.best_val is None or self.val_loss < self.best_val:
+            self.best_val, self.best_step = self.val_loss, self.step
+            _atomic_save(weights, out / CHECKPOINTS["best"])
+        _atomic_save(weights, out / CHECKPOINTS["last"])
+        metadata = training_metadata(
+            config,
+            self.data,
+            self.split,
+            self.step,
+            self.loss_avg,
+            self.val_loss,
+            self.best_val,
+            self.best_step,
+        )
+        metadata.update(
+            command=self.command,
+            seconds=round(self.elapsed(), 1),
+            initial_val_loss=self.initial_val,
+            history=[[s, rounded(a), rounded(v)] for s, a, v in self.history],
+        )
+        write_card(out, trained_card(config, self.shape, self.data, metadata, out))
+        _atomic_save(
+            {
+                "step": self.step,
+                "model": self.backbone.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "best_val": self.best_val,
+                "best_step": self.best_step,
+                "initial_val": self.initial_val,
+                "history": json.dumps(self.history),
+                "seconds": self.elapsed(),
+                "config": json.dumps(config.resumable_dict()),
+            },
+            self.state_file,
+        )
 
 
 def _copy(module: nn.Module) -> nn.Module:

@@ -47,6 +47,22 @@ def test_plan_of_the_example(model: Path, tmp_path: Path):
     assert sorted(tmp_path.rglob("*")) == before  # wrote nothing
 
 
+def test_plan_takes_the_run_id_as_run_does(model: Path, tmp_path: Path):
+    """``--run-id 2024`` is a name (text), in plan as in run: both load the config one way."""
+    result = plan(
+        str(CONFIGS / "example.yaml"),
+        "--set",
+        f"model_path={model}",
+        "--set",
+        f"output_dir={tmp_path / 'runs'}",
+        "--run-id",
+        "2024",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"run        2024  ->  {tmp_path / 'runs' / '2024'}" in result.stdout
+
+
 def test_plan_with_sizes_and_auto_gpus(model: Path, tmp_path: Path):
     result = plan(
         str(CONFIGS / "example.yaml"),

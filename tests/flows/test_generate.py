@@ -18,7 +18,7 @@ import xarray as xr
 
 from flows.generate import generate_priors
 from priorflow.models.loading import load_model
-from priorflow.store import mark_path, read_mark, store_path
+from priorflow.store import mark_path, read_mark, read_store_attrs, store_path
 from priorflow.store.report import MEMBER_COLUMNS
 from tests._runs import direct_trajectory, prepared_run
 from tests.prefect_fixtures import (
@@ -234,3 +234,25 @@ def test_a_config_error_fails_the_flow_with_its_one_line_message(world, tmp_path
     assert state.is_failed()
     assert "blanket_overlap: 7" in state.message
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_loaded_config_is_not_read_again(world, tmp_path):
+    """``priorflow run`` reads the config once and hands the flow the loaded one: the flow
+    reads no file, so a config that changed or disappeared after loading does not matter."""
+    from flows.run_config import load_run_config
+
+    path = write_run_config(
+        tmp_path / "run.yaml",
+        world["model"],
+        world["archive"],
+        trajectory_sizes="6",
+        num_samples_per_date=1,
+        start_dates=["2000-01-03 0h"],
+    )
+    config = load_run_config(path, ["diffusion.num_steps=3"], "loaded-once")
+    path.unlink()
+    state = generate_priors(config=config, return_state=True)
+    assert state.is_completed(), state.message
+    run_dir = Path(state.result())
+    assert run_dir == tmp_path / "runs" / "loaded-once"
+    assert read_store_attrs(store_path(run_dir))["diffusion"]["num_steps"] == 3
