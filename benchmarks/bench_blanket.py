@@ -31,7 +31,8 @@ from torch import nn
 from priorflow.core.blanket import BlanketDenoiser, BlanketPlan
 from priorflow.core.dates import timestamps
 from priorflow.core.generate import generate_trajectory
-from priorflow.models.loading import Model, ModelCard
+from priorflow.models.card import ModelCard
+from priorflow.models.loading import Model
 
 STATE = (4, 16, 32)
 K, O, T = 8, 4, 72
