@@ -105,8 +105,9 @@ class GroupLayout:
         D, M, T, C = (int(n) for n in latent.shape[:4])
         spatial_shape = tuple(int(n) for n in latent.shape[4:])
         attrs = dataset.attrs
-        K = int(attrs["card"]["blanket_size"])
-        overlap = int(attrs["blanket_overlap"])
+        # the run's sampling spec; a store of schema 1 (before the spec) named them differently
+        K = int((attrs.get("card") or {}).get("blanket_size") or attrs["blanket_size"])
+        overlap = int(attrs.get("blanket_overlap", attrs.get("overlap")))
         fold = str(attrs.get("fold_mode", "symmetrical"))
         return cls(
             D=D,

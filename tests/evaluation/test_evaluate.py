@@ -77,3 +77,15 @@ def test_a_diverged_date_is_named_and_left_out(exact_run, archive, tmp_path):
     assert metrics.attrs["dates"] == 3
     assert metrics.attrs["nonfinite_members"] == [f"2000-05-10T06-m{m}" for m in range(4)]
     assert np.isfinite(metrics["rmse"].sel(source="prior")).all()
+
+
+def test_a_store_of_schema_1_is_still_evaluated(exact_run, archive):
+    """Runs written before the sampling spec named K and O ``blanket_size`` and ``overlap``."""
+    dataset = group_dataset(exact_run, "48h")
+    old = dataset.copy()
+    old.attrs = {k: v for k, v in dataset.attrs.items() if k not in ("card", "blanket_overlap")}
+    old.attrs |= {"blanket_size": 8, "overlap": 4}
+    metrics = evaluate_group(old, archive, max_lag=3)
+    new = evaluate_group(dataset, archive, max_lag=3)
+    assert metrics.attrs["seams"] == new.attrs["seams"]
+    assert np.array_equal(metrics["acf"].values, new["acf"].values, equal_nan=True)
