@@ -182,3 +182,9 @@ def test_train_save_load_sample_round_trip(tmp_path):
     assert torch.isfinite(one.latent).all()
     assert torch.equal(one.latent, two.latent)
     assert not torch.equal(one.latent, three.latent)
+
+
+def test_cards_of_earlier_releases_name_their_backbone_by_its_old_path(tmp_path):
+    old = card_dict(backbone={"target": "priorflow.reference:ReferenceBackbone", "kwargs": KWARGS})
+    model = load_model(make_dir(tmp_path / "m", card=old))
+    assert type(model.backbone).__module__ == "priorflow.models.reference"
