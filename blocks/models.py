@@ -110,6 +110,9 @@ class ClusterProfile(Block):
     job_prologue: list[str] | None = Field(
         default=None, description="Shell lines run before each worker (module load ...)."
     )
+    dashboard_address: str | None = Field(
+        default=None, description="Where the Dask dashboard listens (default: loopback)."
+    )
     local_directory: str | None = Field(
         default=None, description="Workers' scratch folder (node-local disk)."
     )
@@ -135,6 +138,7 @@ class ClusterProfile(Block):
         "interface",
         "scheduler_host",
         "job_prologue",
+        "dashboard_address",
         "local_directory",
         "python",
         "job_directives_skip",

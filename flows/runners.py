@@ -37,7 +37,7 @@ def local_cluster(
     gpus_per_worker: int = 1,
     visible_devices: list[str] | None = None,
     torch_threads: int = 1,
-    dashboard_address: str | None = ":0",
+    dashboard_address: str = "127.0.0.1:0",
     **kwargs: Any,
 ) -> LocalCluster:
     """A ``LocalCluster`` of single-threaded worker processes with ``{"GPU": gpus_per_worker}``.
@@ -48,7 +48,8 @@ def local_cluster(
         visible_devices: ``CUDA_VISIBLE_DEVICES`` of each worker (length ``n_workers``), or None
             to leave devices alone (CPU-only machine).
         torch_threads: exported to the workers as ``PRIORFLOW_TORCH_THREADS``.
-        dashboard_address: ``":0"`` picks a free port (``None`` does not disable it).
+        dashboard_address: where the dashboard listens (``hardware.dashboard_address``; the
+            default is loopback and a free port; ``None`` does not disable it).
         kwargs: more ``LocalCluster`` options.
     """
     from distributed import LocalCluster
@@ -82,7 +83,12 @@ def local_cluster(
     return cluster
 
 
-def local_task_runner(gpus_per_job: int, n_gpus: int, threads: int | None = None) -> Any:
+def local_task_runner(
+    gpus_per_job: int,
+    n_gpus: int,
+    threads: int | None = None,
+    dashboard_address: str = "127.0.0.1:0",
+) -> Any:
     """The ``DaskTaskRunner`` of the local backend (not started).
 
     Arguments:
@@ -100,6 +106,7 @@ def local_task_runner(gpus_per_job: int, n_gpus: int, threads: int | None = None
             "gpus_per_worker": slots,
             "visible_devices": groups,
             "torch_threads": torch_threads() if threads is None else threads,
+            "dashboard_address": dashboard_address,
         },
     )
 
@@ -154,7 +161,10 @@ def generation_runner(
             check_workers(runner.client, max(1, gpus_per_job), hardware.address)
             yield runner
         return
-    with _started(local_task_runner(max(1, gpus_per_job), n_gpus)) as runner:
+    runner = local_task_runner(
+        max(1, gpus_per_job), n_gpus, dashboard_address=hardware.dashboard_address
+    )
+    with _started(runner) as runner:
         yield runner
 
 
@@ -192,7 +202,11 @@ def aggregation_runner(
 
         runner = DaskTaskRunner(
             cluster_class=local_cluster,
-            cluster_kwargs={"n_workers": 1, "torch_threads": hardware.aggregate.cpus},
+            cluster_kwargs={
+                "n_workers": 1,
+                "torch_threads": hardware.aggregate.cpus,
+                "dashboard_address": hardware.dashboard_address,
+            },
         )
     with _started(runner) as started:
         yield started

@@ -120,6 +120,11 @@ class Hardware(Strict):
         default=None,
         description="shell lines run in each batch job before the worker (module load ...)",
     )
+    dashboard_address: str = Field(
+        default="127.0.0.1:0",
+        description="where the Dask dashboard listens: 127.0.0.1:0 = loopback, a free port"
+        " (default); :8787 = every interface, port 8787",
+    )
     local_directory: str | None = Field(
         default=None,
         description="the workers' scratch folder (e.g. node-local $TMPDIR); null ="

@@ -196,7 +196,7 @@ def jobqueue_spec(
         "worker_extra_args": ["--resources", f"GPU={slots}"],
         "job_script_prologue": [*prologue, *_export_lines(env or {})],
         "job_directives_skip": list(job_directives_skip),
-        "scheduler_options": {"dashboard_address": ":0"},
+        "scheduler_options": {"dashboard_address": hardware.dashboard_address},
     }
     if host:
         kwargs["scheduler_options"]["host"] = host

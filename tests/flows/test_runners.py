@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dask
 import pytest
@@ -29,6 +30,7 @@ def test_local_runner_options():
         "gpus_per_worker": 1,
         "visible_devices": None,
         "torch_threads": 2,
+        "dashboard_address": "127.0.0.1:0",
     }
     gpu = local_task_runner(gpus_per_job=2, n_gpus=4, threads=1)
     assert gpu.cluster_kwargs["n_workers"] == 2
@@ -116,3 +118,25 @@ def test_workers_without_the_gpu_resource_are_refused():
             check_workers(client, 4)
     with LocalCluster(n_workers=0, dashboard_address=":0") as empty, Client(empty) as client:
         assert check_workers(client, 1) == 0  # workers may join later
+
+
+def listening_ports() -> set[tuple[str, int]]:
+    """``(address, port)`` of every IPv4 TCP socket listening on this machine."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":  # LISTEN
+            address, port = fields[1].split(":")
+            ip = ".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            found.add((ip, int(port, 16)))
+    return found
+
+
+@pytest.mark.integration
+def test_the_local_cluster_listens_on_loopback_only():
+    """Scheduler, workers and dashboard: nothing another host can reach."""
+    before = listening_ports()
+    with local_cluster(n_workers=1) as cluster:
+        opened = listening_ports() - before
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+    assert opened and all(ip == "127.0.0.1" for ip, _ in opened), sorted(opened)

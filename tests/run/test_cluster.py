@@ -96,7 +96,7 @@ def test_slurm_kwargs(tmp_path):
     assert kw["worker_extra_args"] == ["--resources", "GPU=2"]
     assert kw["log_directory"] == str(run_dir.absolute() / "cluster" / "logs")
     assert kw["local_directory"] == str(run_dir.absolute() / "cluster" / "scratch")
-    assert kw["scheduler_options"] == {"host": "127.0.0.1", "dashboard_address": ":0"}
+    assert kw["scheduler_options"] == {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
     assert kw["job_script_prologue"] == [
         f"export PREFECT_API_URL={API}",
         "export PRIORFLOW_NOTE='two words; $HOME'",
@@ -347,3 +347,9 @@ def test_slurm_cluster_runs_gpu_tasks(slurm_cluster, tmp_path):
     assert slurm_cluster.wait_empty(timeout=30) == []
     logs = sorted(p.name for p in (run_dir / "cluster" / "logs").iterdir())
     assert {f"pf-run-{job}.out" for job in job_ids} <= set(logs)
+
+
+def test_the_dashboard_listens_where_the_config_says(tmp_path):
+    config = _config(tmp_path, 'hardware.dashboard_address=":8787"')
+    _, kw = jobqueue_spec(config.hardware, tmp_path, 1, {})
+    assert kw["scheduler_options"]["dashboard_address"] == ":8787"
