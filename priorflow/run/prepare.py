@@ -21,6 +21,7 @@ from priorflow.models.card import ModelCard, read_card
 from priorflow.models.loading import checkpoint_path, file_sha256
 from priorflow.plan import RunPlan, make_plan, resolve_archive_path
 from priorflow.store import check_resume, has_store, store_path
+from priorflow.store.layout import check_claimable
 
 #: ``build(path, spec)``: writes the synthetic archive ``spec`` describes (with a progress bar).
 ArchiveBuilder = Callable[[str, dict[str, Any]], Any]
@@ -93,12 +94,13 @@ def prepare_run(
 
 
 def check_resumable(prepared: PreparedRun) -> bool:
-    """If the run's store exists (a resumed run), check that this plan would not change it.
+    """Check that the run may write its run directory: a new one, or one priorflow made whose
+    store this plan would not change.
 
-    Writes nothing. Returns whether the store exists. Raises ConfigError / StoreError (one line)
-    on a mismatch.
+    Writes nothing. Returns whether the store exists (a resumed run). Raises ConfigError /
+    StoreError (one line) otherwise.
     """
-    if not prepared.resumed:
+    if check_claimable(prepared.run_dir, prepared.plan.run_id) or not prepared.resumed:
         return False
     check_resume(store_path(prepared.run_dir), prepared.plan)
     return True

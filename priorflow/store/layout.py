@@ -1,14 +1,17 @@
 """Where a run's files are, and reading what a store says about itself.
 
 ``<output_dir>/<run_id>/`` holds ``config.yaml`` (the resolved config), ``prior.zarr`` (the
-store), ``marks/<group>/<job name>.json`` (one done mark per member) and ``.lock`` (taken while
-metadata is updated).
+store), ``marks/<group>/<job name>.json`` (one done mark per member), ``.lock`` (taken while
+the store's metadata changes) and ``.priorflow-run``, the marker that says priorflow made the
+directory: priorflow writes into, deletes from or resumes only a run directory it made
+(:func:`claim_run_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import warnings
@@ -26,6 +29,7 @@ STORE_NAME = "prior.zarr"
 CONFIG_NAME = "config.yaml"
 MARKS_DIR = "marks"
 LOCK_NAME = ".lock"
+RUN_MARKER = ".priorflow-run"
 
 
 def store_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -41,6 +45,70 @@ def has_store(run_dir: str | os.PathLike[str]) -> bool:
 def mark_path(run_dir: str | os.PathLike[str], job: Job) -> Path:
     """``<run_dir>/marks/<group>/<job name>.json``: the job's done mark."""
     return Path(run_dir) / MARKS_DIR / job.group / f"{job.name}.json"
+
+
+def is_run_dir(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` is a directory priorflow made (it holds the run marker)."""
+    run_dir = Path(run_dir)
+    return not run_dir.is_symlink() and (run_dir / RUN_MARKER).is_file()
+
+
+def claim_run_dir(run_dir: Path, run_id: str) -> bool:
+    """Make ``run_dir`` with its marker, or check that an existing one is priorflow's.
+
+    Returns whether the directory was made here. Raises :class:`StoreError` (one line, nothing
+    touched) for a symbolic link, a file, or an existing directory without the marker that
+    holds anything (an empty one is claimed).
+    """
+    if not check_claimable(run_dir, run_id):
+        return False
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(run_dir / RUN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another process claimed it first
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"run_id": run_id, "made_by": "priorflow"}) + "\n")
+    return made
+
+
+def check_claimable(run_dir: Path, run_id: str) -> bool:
+    """Whether ``run_dir`` is still to be made (or is empty); False when it is priorflow's.
+
+    Writes nothing. Raises :class:`StoreError` as :func:`claim_run_dir` does.
+    """
+    where = f"run_id {run_id!r}: {run_dir}"
+    fix = "choose another run_id or output_dir"
+    if run_dir.is_symlink():
+        raise StoreError(
+            f"{where} is a symbolic link — priorflow writes only into a run directory it made; {fix}"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{where} is a file, not a run directory; {fix}")
+    if is_run_dir(run_dir):
+        return False
+    if run_dir.exists() and any(run_dir.iterdir()):
+        schema = _earlier_store(run_dir)
+        if schema is not None:
+            raise StoreError(
+                f"{where} was made by an earlier priorflow (store schema {schema}); it can be"
+                f" read and checked but not resumed — {fix}"
+            )
+        raise StoreError(
+            f"{where} exists and was not made by priorflow (no {RUN_MARKER}) — priorflow never"
+            f" writes into a directory it did not make; {fix}"
+        )
+    return True
+
+
+def _earlier_store(run_dir: Path) -> Any:
+    """The schema version of a priorflow store made before run markers, else None."""
+    try:
+        attrs = json.loads((store_path(run_dir) / "zarr.json").read_text())["attributes"]
+        return attrs["priorflow_schema"]["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ shape and dimension names, the groups).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import uuid
@@ -40,8 +39,10 @@ from priorflow.store.layout import (
     CONFIG_NAME,
     MARKS_DIR,
     STORE_NAME,
+    claim_run_dir,
     consolidate,
     has_store,
+    locked,
     read_store_attrs,
     store_path,
     to_json,
@@ -135,10 +136,13 @@ def create_store(
 ) -> Path:
     """Create the run's store schema-first, or check an existing one (a resumed run).
 
-    A new store is built in a temporary folder and renamed into place, and ``config.yaml`` (the
-    resolved config) is written beside it: nothing half-made is left on error. No latent chunk
-    is written. An existing store is left untouched (bytes included) after checking that this
-    plan would write the same schema with the same settings (:func:`check_resume`).
+    The run directory must be one priorflow made (:func:`~priorflow.store.layout.claim_run_dir`;
+    a new one is made with its marker). Under the run lock: stores half-built by a killed run
+    are removed; a new store is built in a temporary folder and renamed into place, then
+    ``config.yaml`` (the resolved config) is written beside it; nothing half-made is left on
+    error. No latent chunk is written. An existing store is left untouched (bytes included)
+    after checking that this plan would write the same schema with the same settings
+    (:func:`check_resume`).
 
     Arguments:
         run_dir: ``<output_dir>/<run_id>`` (usually ``plan.run_dir``).
@@ -156,45 +160,53 @@ def create_store(
     """
     run_dir = Path(run_dir)
     store = store_path(run_dir)
-    if has_store(run_dir):
-        check_resume(store, plan)
-        return store
-    if store.exists():
-        raise StoreError(
-            f"store: {store} exists but is not a zarr store — move it away or use a new run_id"
-        )
+    made = claim_run_dir(run_dir, plan.run_id)
+    with locked(run_dir):
+        try:
+            _remove_partial_stores(run_dir)
+            if has_store(run_dir):
+                check_resume(store, plan)
+                return store
+            if store.exists():
+                raise StoreError(
+                    f"store: {store} exists but is not a zarr store — move it away or use a new"
+                    " run_id"
+                )
+            _create(run_dir, plan, config, provenance)
+        except BaseException:
+            if made and not has_store(run_dir):  # leave nothing behind (a store: another run's)
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return store
+
+
+def _create(
+    run_dir: Path, plan: RunPlan, config: RunConfig, provenance: dict[str, Any] | None
+) -> None:
+    """Build the store beside its place, rename it in, then write ``config.yaml`` (under the
+    run lock: a concurrent run with another config cannot leave its config behind)."""
     attrs = to_json(
         {"title": "priorflow prior trajectories", "run_id": plan.run_id}
         | plan.spec.attrs()
         | {"flow_run_id": None, "start_time": None}
         | dict(provenance or {})
     )
-    new_dir = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{STORE_NAME}.partial-{uuid.uuid4().hex[:8]}"
     try:
         _write_schema(tmp, plan, attrs)
-        write_text(run_dir / CONFIG_NAME, config.to_yaml())
         # Marks without their store refer to data that no longer exists.
         shutil.rmtree(run_dir / MARKS_DIR, ignore_errors=True)
-        try:
-            os.rename(tmp, store)
-        except OSError:
-            if has_store(run_dir):  # another process made it first
-                check_resume(store, plan)
-                return store
-            raise
+        os.rename(tmp, store_path(run_dir))
+        write_text(run_dir / CONFIG_NAME, config.to_yaml())
         fsync_path(run_dir)
-    except BaseException:
-        if new_dir:  # leave nothing behind
-            shutil.rmtree(tmp, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (run_dir / CONFIG_NAME).unlink(missing_ok=True)
-                run_dir.rmdir()
-        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return store
+
+
+def _remove_partial_stores(run_dir: Path) -> None:
+    """Stores half-built by a run that was killed (in this run directory: ours)."""
+    for partial in run_dir.glob(f".{STORE_NAME}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _write_schema(path: Path, plan: RunPlan, attrs: dict[str, Any]) -> None:

@@ -136,6 +136,27 @@ def test_resuming_with_other_settings_exits_2_before_anything_starts(
     assert not (workdir / ".prefect").exists()
 
 
+def test_a_directory_made_by_someone_else_is_refused_before_anything_starts(
+    tiny_world,  # noqa: F811
+    workdir,
+    tmp_path,
+    capsys,
+):
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml", tiny_world["model"], tiny_world["archive"]
+    )
+    theirs = tmp_path / "cfg" / "runs" / "taken"
+    (theirs / "marks").mkdir(parents=True)
+    (theirs / "marks" / "keep.txt").write_text("mine")
+    (theirs / "config.yaml").write_text("mine: true\n")
+    code, _, err = run_cli([str(config), "--run-id", "taken"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was not made by priorflow" in err
+    assert (theirs / "marks" / "keep.txt").read_text() == "mine"
+    assert (theirs / "config.yaml").read_text() == "mine: true\n"
+    assert not (workdir / ".prefect").exists()
+
+
 def test_synthetic_archive_spec_from_the_card(tiny_world, tmp_path):  # noqa: F811
     exact = synthetic_archive_spec(read_card(tiny_world["model"]).metadata)
     assert exact["world"]["shape"] == [2, 4, 8]

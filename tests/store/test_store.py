@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from priorflow.store import (
     StoreError,
     aggregate,
     create_store,
+    has_store,
     is_done,
     mark_path,
     missing_jobs,
     open_group,
     read_marks,
+    read_store_attrs,
     run_provenance,
     store_path,
     write_member,
@@ -320,11 +323,94 @@ def test_regenerating_one_member_reaggregates(run):
 
 def test_create_refuses_a_path_that_is_not_a_store(tmp_path):
     config, _card, plan = small_run(tmp_path)
-    store_path(plan.run_dir).mkdir(parents=True)
+    create_store(plan.run_dir, plan, config)
+    shutil.rmtree(store_path(plan.run_dir))
+    store_path(plan.run_dir).mkdir()
     (store_path(plan.run_dir) / "notes.txt").write_text("mine")
+    before = tree_hashes(plan.run_dir)
     with pytest.raises(StoreError, match="is not a zarr store"):
         create_store(plan.run_dir, plan, config)
-    assert sorted(p.name for p in plan.run_dir.iterdir()) == ["prior.zarr"]
+    assert tree_hashes(plan.run_dir) == before
+
+
+@pytest.mark.parametrize("what", ["files", "a store of its own", "an empty folder"])
+def test_a_run_never_takes_over_a_directory_it_did_not_make(tmp_path, what):
+    """Attack: ``--run-id X`` onto an ``X/`` made by someone else. Before, the run deleted
+    ``X/marks/`` and overwrote ``X/config.yaml``; now it refuses with one line, touching nothing."""
+    config, _card, plan = small_run(tmp_path)
+    run_dir = plan.run_dir
+    run_dir.mkdir(parents=True)
+    if what == "files":
+        (run_dir / "marks").mkdir()
+        (run_dir / "marks" / "notes.txt").write_text("mine")
+        (run_dir / "config.yaml").write_text("mine: true\n")
+    elif what == "a store of its own":
+        store_path(run_dir).mkdir()
+        (store_path(run_dir) / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    before = tree_hashes(run_dir)
+    if what == "an empty folder":  # nothing to take over: it is claimed
+        create_store(run_dir, plan, config)
+        assert (run_dir / ".priorflow-run").is_file() and has_store(run_dir)
+        return
+    with pytest.raises(StoreError, match="was not made by priorflow") as caught:
+        create_store(run_dir, plan, config)
+    assert "\n" not in str(caught.value) and "choose another run_id" in str(caught.value)
+    assert tree_hashes(run_dir) == before
+
+
+def test_a_run_never_follows_a_symlinked_run_directory(tmp_path):
+    config, _card, plan = small_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    plan.run_dir.parent.mkdir(parents=True)
+    plan.run_dir.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        create_store(plan.run_dir, plan, config)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_store_half_built_by_a_killed_run_is_removed(run):
+    config, _card, plan = run
+    partial = plan.run_dir / ".prior.zarr.partial-deadbeef"
+    (partial / "10h").mkdir(parents=True)
+    create_store(plan.run_dir, plan, config)  # a resume
+    assert not partial.exists()
+
+
+def test_concurrent_runs_leave_the_config_of_the_store(tmp_path):
+    """Attack: two runs of one run_id with different configs at once. The loser is refused, and
+    ``config.yaml`` (written under the run lock, after the store) is the winner's."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        root = tmp_path / str(attempt)
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [
+            context.Process(target=_create_concurrently, args=(root, seed, barrier, results))
+            for seed in (0, 1)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = sorted(results.get(timeout=120) for _ in workers)
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [outcome for outcome, _ in outcomes] == ["created", "refused"], outcomes
+        winner = outcomes[0][1]
+        run_dir = root / "runs" / "test-run"
+        assert load_config(run_dir / CONFIG_NAME).seed == winner
+        assert read_store_attrs(store_path(run_dir))["seed"] == winner
+
+
+def _create_concurrently(root, seed, barrier, results):
+    config, _card, plan = small_run(root, f"seed={seed}")
+    barrier.wait()
+    try:
+        create_store(plan.run_dir, plan, config)
+    except ConfigError:
+        results.put(("refused", seed))
+    else:
+        results.put(("created", seed))
 
 
 def test_aggregate_memory_does_not_grow_with_members(tmp_path):
