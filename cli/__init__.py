@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from cli import archive, check, export, plan, run, train
+from cli import archive, check, export, plan, run, train, verify
 from priorflow.errors import PriorflowError
 
 #: The command modules; each defines ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = (run, plan, check, export, archive, train)
+COMMAND_MODULES = (run, plan, check, verify, export, archive, train)
 
 
 def build_app() -> typer.Typer:

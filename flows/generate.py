@@ -7,7 +7,8 @@
    checkpoint and archive and plans the run (:func:`priorflow.run.prepare.prepare_run`; a user
    error fails the flow with its one-line message);
 2. creates the store schema-first (or checks the existing one when a run_id is resumed), with the
-   flow run id in its provenance;
+   flow run id in its provenance; on a resume, members whose data no longer matches their done
+   mark (:func:`priorflow.store.integrity.damaged_jobs`) lose their mark and are generated again;
 3. starts the Dask task runner of ``hardware`` (:func:`flows.runners.generation_runner`: a
    LocalCluster, an existing scheduler, or a SLURM/PBS/LSF cluster scaled to the pending jobs)
    and submits every job that has no done mark to it at once, each under
@@ -42,7 +43,8 @@ from priorflow.core.devices import cuda_device_count
 from priorflow.plan import Job
 from priorflow.run.local import job_resources
 from priorflow.run.prepare import prepare_run
-from priorflow.store import create_store, missing_jobs, run_provenance
+from priorflow.store import create_store, mark_path, missing_jobs, run_provenance
+from priorflow.store.integrity import damaged_jobs
 from tasks.aggregate import aggregate_size
 from tasks.check import check_priors
 from tasks.generate import generate_member
@@ -103,6 +105,14 @@ def generate_priors(
     store = create_store(run_dir, plan, config, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
 
+    damaged = damaged_jobs(run_dir, plan)
+    if damaged:  # data changed after its member was marked done: generate exactly those again
+        logger.warning(
+            f"{len(damaged)} members no longer match their done marks (their data changed since"
+            f" they were written): {_names([job.name for job in damaged])}; generating them again"
+        )
+        for job in damaged:
+            mark_path(run_dir, job).unlink(missing_ok=True)
     pending = missing_jobs(run_dir, plan)
     failed: dict[str, str] = {}
     if pending:

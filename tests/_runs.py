@@ -136,3 +136,32 @@ def direct_trajectory(model: object, job: Job, devices: tuple[str, ...] = ("cpu"
         blanket_batch=spec.blanket_batch,
         devices=list(devices),
     )
+
+
+def member_chunk(run_dir: Path, group: str, date_index: int, member: int) -> Path:
+    """The file that holds one member's chunk of ``latent`` (one chunk per member)."""
+    import zarr
+
+    from priorflow.store import store_path
+
+    array = zarr.open_array(str(store_path(run_dir)), path=f"{group}/latent", mode="r")
+    key = array.metadata.encode_chunk_key((date_index, member, *([0] * (array.ndim - 2))))
+    return store_path(run_dir) / group / "latent" / key
+
+
+def damage_members(run_dir: Path, group: str) -> list[tuple[int, int]]:
+    """The three attacks on a finished run: delete member (0, 0)'s chunk, write zeros over
+    member (0, 1), swap the chunks of members (1, 0) and (1, 1). Returns the members hit."""
+    import numpy as np
+    import zarr
+
+    from priorflow.store import store_path
+
+    member_chunk(run_dir, group, 0, 0).unlink()
+    array = zarr.open_array(str(store_path(run_dir)), path=f"{group}/latent", mode="r+")
+    array[0, 1] = np.zeros(array.shape[2:], dtype=array.dtype)
+    a, b = member_chunk(run_dir, group, 1, 0), member_chunk(run_dir, group, 1, 1)
+    first = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(first)
+    return [(0, 0), (0, 1), (1, 0), (1, 1)]

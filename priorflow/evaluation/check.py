@@ -74,6 +74,7 @@ from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
 from priorflow.plan import card_archive_path
 from priorflow.store import has_store, open_group, read_store_attrs, store_path
+from priorflow.store.integrity import refuse_damage, verify_run
 
 CHECK_DIR = "check"
 METRICS_NAME = "metrics.zarr"
@@ -207,7 +208,8 @@ def run_check(
         ``report.md`` and the PNGs (replacing an earlier check's, atomically).
 
     Raises:
-        StoreError: no store, or a size that is not finished (not aggregated).
+        StoreError: no store, a size that is not finished (not aggregated), or members whose
+            data does not match their done marks (named).
         ArchiveError: no archive, or one that does not hold the run's valid times.
         ConfigError: bad thresholds.
     """
@@ -221,6 +223,8 @@ def run_check(
     if not hasattr(archive, "states"):
         archive = open_archive(archive if archive is not None else resolve_archive(run_dir, attrs))
     groups = list(attrs["priorflow_schema"]["groups"])
+    _, problems = verify_run(run_dir)  # the data is what the members wrote, or no verdict
+    refuse_damage(problems, f"run {run_dir}")
     results, findings = _evaluate_sizes(run_dir, groups, archive, config, progress)
     reasons = [f.message for f in findings if not f.ok]
     numbers = {group: key_numbers(metrics) for group, metrics in results.items()}

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from priorflow.errors import StoreError
+from priorflow.store.integrity import member_problem
 from priorflow.store.layout import (
     MARKS_DIR,
     consolidate,
@@ -36,7 +37,7 @@ from priorflow.store.layout import (
     store_path,
     to_json,
 )
-from priorflow.store.members import digest, member_stats
+from priorflow.store.members import member_stats
 
 SUMMARIES = ("mean", "std", "min", "max", "finite", "seconds")
 
@@ -69,7 +70,7 @@ def aggregate(run_dir: str | os.PathLike[str], size: int | str) -> dict[str, Any
         if previous.get("aggregated") and previous.get("marks_sha256") == marks_sha256:
             return dict(previous["summary"], unchanged=True)
 
-        table, totals = _verify_members(node, names, raw, marks_dir)
+        table, totals = _verify_members(node, names, raw)
         for key in SUMMARIES:
             node[f"member_{key}"][...] = table[key]
         end_time = datetime.now(UTC).isoformat(timespec="seconds")
@@ -162,7 +163,7 @@ class _Totals:
 
 
 def _verify_members(
-    node: Any, names: list[list[str]], raw: dict[str, bytes], marks_dir: Path
+    node: Any, names: list[list[str]], raw: dict[str, bytes]
 ) -> tuple[dict[str, np.ndarray], _Totals]:
     """Check each member against its mark, one at a time; its summaries and the totals."""
     D, M = len(names), len(names[0]) if names else 0
@@ -174,18 +175,15 @@ def _verify_members(
     for d in range(D):
         for m in range(M):
             name = names[d][m]
-            mark = _parse_mark(name, raw[name])
-            path = marks_dir / f"{name}.json"
-            if mark.get("seed") != int(seeds[d, m]):
-                raise StoreError(
-                    f"{name}: its done mark has seed {mark.get('seed')}, the store"
-                    f" {int(seeds[d, m])} — delete {path} and run again"
-                )
+            try:
+                mark = json.loads(raw[name])
+            except ValueError:
+                mark = False
             values = np.asarray(latent[d, m], dtype="<f4")
-            if digest(values) != mark.get("sha256"):
+            problem = member_problem(name, mark, int(seeds[d, m]), values)
+            if problem is not None:
                 raise StoreError(
-                    f"{name}: the data in the store does not match its done mark (sha256) —"
-                    f" delete {path} and run again to regenerate it"
+                    f"{name}: {problem} — run again with the same run_id to regenerate it"
                 )
             stats = member_stats(values)
             for key in ("mean", "std", "min", "max", "finite"):
@@ -195,13 +193,3 @@ def _verify_members(
                 table["seconds"][d, m] = seconds
             totals.add(name, values, stats)
     return table, totals
-
-
-def _parse_mark(name: str, raw: bytes) -> dict[str, Any]:
-    try:
-        mark = json.loads(raw)
-    except ValueError:
-        mark = None
-    if not isinstance(mark, dict):
-        raise StoreError(f"{name}: its done mark is not valid JSON — delete it and run again")
-    return mark

@@ -18,6 +18,7 @@ import numpy as np
 
 from priorflow.atomic import write_file
 from priorflow.errors import ConfigError, StoreError
+from priorflow.store.integrity import MemberProblem, iter_members, refuse_damage
 from priorflow.store.layout import (
     MARKS_DIR,
     has_store,
@@ -50,7 +51,9 @@ def export_pt(
         The written files, trajectories then timestamps, size by size.
 
     Raises:
-        StoreError: the run does not exist or a size has members that are not done (named).
+        StoreError: the run does not exist, a size has members that are not done or whose data
+            does not match their done marks (named), or a file cannot be written (one line;
+            nothing half-written).
         ConfigError: ``size`` is not a size of this run.
     """
     import torch
@@ -79,16 +82,25 @@ def export_pt(
                 " (run it again with the same run_id) before exporting"
             )
         node = zarr.open_group(str(store), path=group, mode="r")
-        latent = node["latent"]
-        D, M = latent.shape[:2]
-        trajectories = torch.empty(tuple(latent.shape), dtype=torch.float32)
-        for d in range(D):
-            for m in range(M):  # one member at a time: no second full copy in memory
-                trajectories[d, m] = torch.from_numpy(np.asarray(latent[d, m], dtype=np.float32))
+        D, M = node["latent"].shape[:2]
+        trajectories = torch.empty(tuple(node["latent"].shape), dtype=torch.float32)
+        problems = []
+        for d, m, name, values, problem in iter_members(run_dir, group):  # one at a time
+            if problem is not None:
+                problems.append(MemberProblem(group, name, problem))
+            trajectories[d, m] = torch.from_numpy(values)
+        refuse_damage(problems, f"export of {run_dir}")
         stamps = torch.from_numpy(np.asarray(node["timestamps"][...], dtype=np.int64))
         timestamps = stamps[:, None].expand(D, M, *stamps.shape[1:]).contiguous()
         for name, tensor in ((TRAJECTORIES, trajectories), (TIMESTAMPS, timestamps)):
-            path = write_file(out / group / name, lambda handle, t=tensor: torch.save(t, handle))
+            path = out / group / name
+            try:
+                write_file(path, lambda handle, t=tensor: torch.save(t, handle))
+            except OSError as error:
+                raise StoreError(
+                    f"--out: writing {path} failed ({error.strerror or error}); nothing was left"
+                    " half-written — free space or choose another --out"
+                ) from None
             written.append(path)
     return written
 

@@ -89,6 +89,8 @@ def check_claimable(run_dir: Path, run_id: str) -> bool:
     if is_run_dir(run_dir):
         return False
     if run_dir.exists() and any(run_dir.iterdir()):
+        if is_run_dir(run_dir):  # claimed by a concurrent run since the first look
+            return False
         schema = _earlier_store(run_dir)
         if schema is not None:
             raise StoreError(

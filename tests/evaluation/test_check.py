@@ -25,6 +25,7 @@ from tests._check_runs import (
     shared_exact_model,
     shared_exact_run,
 )
+from tests._runs import damage_members
 
 # Tight: what the exact denoiser reaches with K = 8, O = 4 and 64 steps, with a little room.
 TIGHT = {
@@ -337,6 +338,17 @@ def test_unfinished_or_missing_runs_are_user_errors(exact_run, tmp_path):
         zarr.consolidate_metadata(str(run / "prior.zarr"))
     with pytest.raises(PriorflowError, match="48h: the run .* is not finished"):
         run_check(run, QUICK)
+    assert not (run / "check").exists()
+
+
+def test_a_run_damaged_after_it_finished_gets_no_verdict(exact_run, tmp_path):
+    """Attack: chunks deleted, zeroed or swapped after aggregation. Before, the check trusted
+    the ``aggregated`` attribute and passed; now it refuses, naming the members."""
+    run = copy_run(exact_run, tmp_path / "run")
+    damage_members(run, "48h")
+    with pytest.raises(PriorflowError, match="4 members cannot be trusted: gen-48h-") as caught:
+        run_check(run, QUICK)
+    assert "\n" not in str(caught.value)
     assert not (run / "check").exists()
 
 

@@ -20,7 +20,7 @@ from flows.generate import generate_priors
 from priorflow.models.loading import load_model
 from priorflow.store import mark_path, read_mark, read_store_attrs, store_path
 from priorflow.store.report import MEMBER_COLUMNS
-from tests._runs import direct_trajectory, prepared_run
+from tests._runs import damage_members, direct_trajectory, prepared_run
 from tests.prefect_fixtures import (
     copy_model_with_target,
     prefect_api,  # noqa: F401  (fixture)
@@ -192,6 +192,32 @@ def test_a_deleted_mark_regenerates_exactly_that_member(first_run):
     assert latent and {k: v for k, v in tree_digest(store).items() if k in latent} == {
         k: before[k] for k in latent
     }
+
+
+def test_a_rerun_regenerates_exactly_the_damaged_members(first_run):
+    """Attack: after the run finished, a chunk is deleted, one zeroed, two swapped. Before, a
+    rerun said "unchanged"; now it generates exactly those members again, as they were."""
+    config, _ = first_run
+    plan = prepared_run(config, run_id="flow-test").plan
+    group = plan.sizes[0].group
+    store = store_path(plan.run_dir)
+    before = tree_digest(store)
+    hit = damage_members(plan.run_dir, group)
+    damaged = sorted(j.name for j in plan.sizes[0].jobs if (j.date_index, j.member) in hit)
+    others = {j.name: mark_path(plan.run_dir, j).read_bytes() for j in plan.jobs}
+    others = {name: mark for name, mark in others.items() if name not in damaged}
+
+    state = generate_priors(str(config), run_id="flow-test", return_state=True)
+    assert state.is_completed(), state.message
+    runs = generation_runs(state.state_details.flow_run_id, minimum=len(damaged) + 2)
+    assert sorted(t.name for t in runs) == damaged
+    latent = [k for k in before if "/latent/c/" in k]
+    assert {k: v for k, v in tree_digest(store).items() if k in latent} == {
+        k: before[k] for k in latent
+    }  # the same seeds give the same members, byte for byte
+    assert {
+        n: mark_path(plan.run_dir, j).read_bytes() for j in plan.jobs if (n := j.name) in others
+    } == others
 
 
 def test_a_failing_member_fails_the_flow_and_names_it(world, tmp_path):

@@ -285,7 +285,7 @@ def test_aggregate_catches_data_that_does_not_match_its_mark(run):
     job = plan.jobs[6]
     latent = zarr.open_array(str(store_path(plan.run_dir)), path=f"{job.group}/latent", mode="r+")
     latent[job.date_index, job.member, 0] = 0.0  # written behind the mark's back
-    with pytest.raises(StoreError, match=f"^{job.name}: the data in the store does not match"):
+    with pytest.raises(StoreError, match=f"^{job.name}: its data does not match its done mark"):
         aggregate(plan.run_dir, job.group)
 
 
@@ -383,12 +383,12 @@ def test_concurrent_runs_leave_the_config_of_the_store(tmp_path):
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    for attempt in range(3):
-        root = tmp_path / str(attempt)
+    for attempt in range(5):
+        runs = [small_run(tmp_path / str(attempt), f"seed={seed}") for seed in (0, 1)]
         barrier, results = context.Barrier(2), context.Queue()
         workers = [
-            context.Process(target=_create_concurrently, args=(root, seed, barrier, results))
-            for seed in (0, 1)
+            context.Process(target=_create_concurrently, args=(config, plan, barrier, results))
+            for config, _card, plan in runs
         ]
         for worker in workers:
             worker.start()
@@ -397,20 +397,24 @@ def test_concurrent_runs_leave_the_config_of_the_store(tmp_path):
             worker.join(timeout=60)
         assert [outcome for outcome, _ in outcomes] == ["created", "refused"], outcomes
         winner = outcomes[0][1]
-        run_dir = root / "runs" / "test-run"
+        run_dir = runs[0][2].run_dir
         assert load_config(run_dir / CONFIG_NAME).seed == winner
         assert read_store_attrs(store_path(run_dir))["seed"] == winner
 
 
-def _create_concurrently(root, seed, barrier, results):
-    config, _card, plan = small_run(root, f"seed={seed}")
+def _create_concurrently(config, plan, barrier, results):
+    import faulthandler
+
+    faulthandler.dump_traceback_later(60, exit=True)  # a hang shows where, then fails the test
     barrier.wait()
     try:
         create_store(plan.run_dir, plan, config)
     except ConfigError:
-        results.put(("refused", seed))
+        results.put(("refused", config.seed))
+    except Exception as error:  # anything else fails the test, with its message
+        results.put((f"error: {error!r}", config.seed))
     else:
-        results.put(("created", seed))
+        results.put(("created", config.seed))
 
 
 def test_aggregate_memory_does_not_grow_with_members(tmp_path):
