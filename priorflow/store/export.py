@@ -11,8 +11,10 @@ order (the config's ``start_dates``; members 0..M-1). Only complete sizes are ex
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,16 +95,27 @@ def export_pt(
         stamps = torch.from_numpy(np.asarray(node["timestamps"][...], dtype=np.int64))
         timestamps = stamps[:, None].expand(D, M, *stamps.shape[1:]).contiguous()
         for name, tensor in ((TRAJECTORIES, trajectories), (TIMESTAMPS, timestamps)):
-            path = out / group / name
-            try:
-                write_file(path, lambda handle, t=tensor: torch.save(t, handle))
-            except OSError as error:
-                raise StoreError(
-                    f"--out: writing {path} failed ({error.strerror or error}); nothing was left"
-                    " half-written — free space or choose another --out"
-                ) from None
-            written.append(path)
+            written.append(_save(tensor, out / group / name))
     return written
+
+
+def _save(tensor: Any, path: Path) -> Path:
+    """``torch.save`` atomically; a full disk (or any write error) is one line, and no folder
+    made for it is left behind."""
+    import torch
+
+    made = [folder for folder in (path.parent.parent, path.parent) if not folder.exists()]
+    try:
+        return write_file(path, lambda handle: torch.save(tensor, handle))
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:120]
+        raise StoreError(
+            f"--out: writing {path} failed ({reason}); nothing was left half-written — free"
+            " space or choose another --out"
+        ) from None
 
 
 def check_format(fmt: str) -> str:
