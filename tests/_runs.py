@@ -64,13 +64,17 @@ def make_card(**changes: object) -> ModelCard:
 
 
 def write_model_dir(directory: Path, card: ModelCard | None = None) -> Path:
-    """A model directory holding ``card.yaml`` and placeholder checkpoints (enough to plan a run:
-    a plan reads the card and hashes the checkpoint, it loads no weights)."""
+    """A model directory: ``card.yaml`` and the checkpoints of its (exact, tiny) backbone."""
+    import torch
+
+    from priorflow.models.loading import build_backbone
+
     directory.mkdir(parents=True, exist_ok=True)
     card = card or make_card()
     (directory / CARD_NAME).write_text(yaml.safe_dump(card.model_dump(mode="json")))
+    state = build_backbone(card).state_dict()
     for name in CHECKPOINTS.values():
-        (directory / name).write_bytes(b"placeholder: a plan does not load weights")
+        torch.save(state, directory / name)
     return directory
 
 

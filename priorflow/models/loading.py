@@ -1,7 +1,8 @@
 """Loading a model directory: the backbone its card names, with the chosen checkpoint.
 
-:func:`load_model` builds the backbone named by ``backbone.target`` (``"module:callable"``,
-called with ``backbone.kwargs`` and, when it names that parameter, ``state_shape``), loads the
+:func:`load_model` builds the backbone named by ``backbone.target`` (a registered backbone or
+an ``nn.Module`` class, :mod:`priorflow.models.backbones`; called with ``backbone.kwargs`` and,
+when it names that parameter, ``state_shape``), loads the
 chosen checkpoint with ``torch.load(weights_only=True)`` (no code runs from a checkpoint) and
 ``load_state_dict(strict=True)``, and records the checkpoint's sha256. Every problem is a
 one-line :class:`~priorflow.errors.ModelError` naming the path or key and the fix.
@@ -10,7 +11,6 @@ one-line :class:`~priorflow.errors.ModelError` naming the path or key and the fi
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import pickle
 import re
@@ -25,6 +25,7 @@ from torch import nn
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.schedules import Schedule, make_schedule
 from priorflow.errors import ModelError, PriorflowError
+from priorflow.models.backbones import resolve_target
 from priorflow.models.card import (
     CARD_NAME,
     CHECKPOINTS,
@@ -33,12 +34,6 @@ from priorflow.models.card import (
     one_line,
     read_card,
 )
-
-#: Card targets of earlier releases, and where those callables live now.
-LEGACY_TARGETS = {
-    "priorflow.reference:ReferenceBackbone": "priorflow.models.reference:ReferenceBackbone",
-    "priorflow.synthetic:exact_backbone": "priorflow.models.exact:exact_backbone",
-}
 
 
 @dataclass
@@ -85,49 +80,6 @@ class Model:
     def denoiser(self, precision: str = "float32") -> PreconditionedDenoiser:
         """The preconditioned denoiser in ``precision`` (shares the backbone's parameters)."""
         return PreconditionedDenoiser(self.backbone, precision).eval()
-
-
-def resolve_target(target: str) -> Callable[..., nn.Module]:
-    """Import the callable named by ``"module:callable"`` (``callable`` may be dotted).
-
-    A target of an earlier release (:data:`LEGACY_TARGETS`) names the callable's new place.
-    """
-    target = LEGACY_TARGETS.get(target, target)
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute or ":" in attribute:
-        raise ModelError(
-            f"backbone.target: {target!r} is not 'module:callable'; use e.g."
-            " 'priorflow.models.reference:ReferenceBackbone'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-            raise ModelError(
-                f"backbone.target: module {module_name!r} of {target!r} is not found; install it"
-                " or fix the module path"
-            ) from None
-        raise ModelError(
-            f"backbone.target: importing {module_name!r} failed: {one_line(error)}; install"
-            " what it needs"
-        ) from None
-    except Exception as error:
-        raise ModelError(
-            f"backbone.target: importing {module_name!r} failed: {type(error).__name__}:"
-            f" {one_line(error)}"
-        ) from None
-    obj: Any = module
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ModelError(
-                f"backbone.target: module {module_name!r} has no attribute {attribute!r};"
-                " fix the name after ':'"
-            ) from None
-    if not callable(obj):
-        raise ModelError(f"backbone.target: {target!r} is not callable; name a class or function")
-    return obj
 
 
 def _accepts(factory: Callable[..., Any], name: str) -> bool:
@@ -204,10 +156,19 @@ def checkpoint_path(path: str | Path, target: str = "best") -> Path:
     raise ModelError(f"model_target: {target}: checkpoint {file} does not exist; {hint}")
 
 
-def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
-    """Load a plain state dict with ``torch.load(weights_only=True)``; no code runs from it."""
+def read_state_dict(file: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load a plain state dict with ``torch.load(weights_only=True)``; no code runs from it.
+
+    ``mmap``: map the tensors from the file instead of reading them (to check a checkpoint of
+    any size without its memory); a checkpoint in torch's legacy format is read instead.
+    """
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as error:
+            if not mmap or "mmap" not in str(error):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
@@ -306,6 +267,44 @@ def load_model(
         checkpoint=file,
         checkpoint_sha256=file_sha256(file),
     )
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """A model directory checked without loading its weights: card, checkpoint and its hash."""
+
+    card: ModelCard
+    checkpoint: Path
+    checkpoint_sha256: str
+
+
+def check_model(path: str | Path, target: str = "best") -> ModelCheck:
+    """Check that :func:`load_model` would succeed, without the weights' memory or compute.
+
+    The card is read; its backbone is built on the ``meta`` device (no memory; on the CPU if it
+    cannot be built there); the checkpoint is memory-mapped, weights only, and must hold exactly
+    the backbone's tensors with their shapes.
+
+    Raises:
+        ModelError: one line, as :func:`load_model` would.
+    """
+    card_path = find_card(path)
+    card = read_card(card_path)
+    file = checkpoint_path(card_path, target)
+    try:
+        with torch.device("meta"):
+            backbone = build_backbone(card)
+    except ModelError:
+        raise
+    except Exception:  # a backbone that computes real values when it is built
+        backbone = build_backbone(card)
+    problem = _fit_message(backbone, read_state_dict(file, mmap=True))
+    if problem:
+        raise ModelError(
+            f"checkpoint {file} does not fit backbone {card.backbone.target} with kwargs"
+            f" {card.backbone.kwargs} and state_shape {tuple(card.state_shape)}: {problem}"
+        )
+    return ModelCheck(card, file, file_sha256(file))
 
 
 def file_sha256(file: Path) -> str:

@@ -1,4 +1,4 @@
-"""Everything checked before a run starts: model card, checkpoint, archive, plan.
+"""Everything checked before a run starts: model card, backbone, checkpoint, archive, plan.
 
 :func:`prepare_run` takes the validated config (parsed once, its Prefect blocks already
 resolved by the caller) and gives a :class:`PreparedRun`. ``priorflow run`` prepares before it
@@ -17,8 +17,8 @@ from priorflow.config import RunConfig
 from priorflow.core.devices import cuda_device_count
 from priorflow.data.archive import LatentArchive, open_archive
 from priorflow.data.synthetic_archive import synthetic_archive_spec
-from priorflow.models.card import ModelCard, read_card
-from priorflow.models.loading import checkpoint_path, file_sha256
+from priorflow.models.card import ModelCard
+from priorflow.models.loading import check_model
 from priorflow.plan import RunPlan, make_plan, resolve_archive_path
 from priorflow.store import check_resume, has_store, store_path
 from priorflow.store.layout import check_claimable
@@ -69,8 +69,8 @@ def prepare_run(
             synthetic world), before it is opened.
         gpus_available: CUDA GPUs of a local run (default: detected for backend ``local``).
     """
-    card = read_card(config.model_path)
-    checkpoint = checkpoint_path(config.model_path, config.model_target)
+    model = check_model(config.model_path, config.model_target)  # no weights kept, no code run
+    card, checkpoint = model.card, model.checkpoint
     archive_path = resolve_archive_path(config, card)
     missing = archive_path is not None and "://" not in archive_path
     missing = missing and not Path(archive_path).exists()
@@ -87,7 +87,7 @@ def prepare_run(
         config,
         card,
         archive,
-        checkpoint_sha256=file_sha256(checkpoint),
+        checkpoint_sha256=model.checkpoint_sha256,
         gpus_available=gpus_available,
     )
     return PreparedRun(config, card, checkpoint, archive_path, archive, plan)

@@ -131,3 +131,56 @@ def test_missing_config_file(tmp_path: Path):
         result.stderr.strip()
         == f"error: config: {tmp_path / 'nope.yaml'} does not exist — give the path of a run config YAML"
     )
+
+
+class Payload:
+    """Pickled into a checkpoint: unpickling it would run code."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@pytest.mark.parametrize(
+    ("damage", "start"),
+    [
+        ("garbage", "error: checkpoint "),
+        ("pickled object", "error: checkpoint "),
+        ("shapes", "error: checkpoint "),
+        ("os:system", "error: backbone.target: 'os:system' is neither an nn.Module subclass"),
+    ],
+)
+def test_a_bad_model_is_refused_before_anything_starts(tmp_path: Path, damage, start):
+    """Attack: a garbage or pickled checkpoint passed ``plan`` (and ``run`` failed every member
+    inside the workers); a card naming ``os:system`` ran a command. Both commands refuse them
+    now, one line, exit 2, nothing written, nothing run."""
+    import torch
+    import yaml
+
+    model = write_model_dir(tmp_path / "model", make_card(archive=None))
+    best = model / "model_best.pt"
+    proof = tmp_path / "ran"
+    if damage == "garbage":
+        best.write_bytes(b"\x00not a checkpoint" * 64)
+    elif damage == "pickled object":
+        torch.save({**torch.load(best, weights_only=True), "x": Payload()}, best)
+    elif damage == "shapes":
+        torch.save({"world_fingerprint": torch.zeros(3)}, best)
+    else:
+        card = yaml.safe_load((model / "card.yaml").read_text())
+        card["backbone"] = {"target": "os:system", "kwargs": {"command": f"touch {proof}"}}
+        (model / "card.yaml").write_text(yaml.safe_dump(card))
+    config = write_config(tmp_path / "run.yaml", ORIGINAL_EXAMPLE)
+    args = ("--set", f"model_path={model}", "--set", f"output_dir={tmp_path / 'runs'}")
+    for command in ("plan", "run"):
+        result = subprocess.run(
+            [PRIORFLOW, command, str(config), *args, "--set", "hardware.backend=local"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(start), (command, result.stderr)
+        assert "code ran" not in result.stdout + result.stderr and not proof.exists()
+        assert not (tmp_path / "runs").exists() and not (tmp_path / ".prefect").exists()

@@ -44,10 +44,12 @@ def test_state_shape_comes_from_the_card(tmp_path):
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("priorflow.models.reference.ReferenceBackbone", "is not 'module:callable'"),
+        ("priorflow.models.reference.ReferenceBackbone", "nor 'module:Class'"),
+        ("unet", "nor 'module:Class'"),
         ("priorflow.nothere:Backbone", "module 'priorflow.nothere'"),
         ("priorflow.models.reference:NoSuchBackbone", "has no attribute 'NoSuchBackbone'"),
-        ("priorflow.models.reference:_MONTH_OFFSETS", "is not callable"),
+        ("priorflow.models.reference:_MONTH_OFFSETS", "neither an nn.Module subclass"),
+        ("priorflow.models.reference:date_features", "neither an nn.Module subclass"),
     ],
 )
 def test_bad_target(tmp_path, target, expected):
@@ -58,8 +60,34 @@ def test_bad_target(tmp_path, target, expected):
 
 def test_target_that_builds_no_module(tmp_path):
     card = card_dict(backbone={"target": "collections:OrderedDict", "kwargs": {}})
-    assert "not a torch nn.Module" in load_error(make_dir(tmp_path / "m", card=card))
+    assert "neither an nn.Module subclass" in load_error(make_dir(tmp_path / "m", card=card))
     assert collections.OrderedDict  # the target is real
+
+
+def test_a_card_cannot_run_code(tmp_path):
+    """Attack: ``target: "os:system"`` with ``kwargs: {command: ...}`` ran a shell command when
+    the model was loaded. Only registered factories and nn.Module classes are called now."""
+    proof = tmp_path / "ran"
+    card = card_dict(backbone={"target": "os:system", "kwargs": {"command": f"touch {proof}"}})
+    message = load_error(make_dir(tmp_path / "m", card=card))
+    assert "'os:system' is neither an nn.Module subclass nor a backbone registered" in message
+    assert "it is not called" in message and not proof.exists()
+
+
+def test_registered_backbones_by_name_and_by_path(tmp_path):
+    from priorflow.models.backbones import registered_backbones, resolve_target
+    from priorflow.models.exact import exact_backbone
+    from priorflow.models.reference import ReferenceBackbone
+
+    assert registered_backbones() == {
+        "exact": "priorflow.models.exact:exact_backbone",
+        "reference": "priorflow.models.reference:ReferenceBackbone",
+    }
+    assert resolve_target("exact") is exact_backbone
+    assert resolve_target("priorflow.models.exact:exact_backbone") is exact_backbone
+    assert resolve_target("reference") is ReferenceBackbone
+    card = card_dict(backbone={"target": "reference", "kwargs": dict(KWARGS)})
+    assert isinstance(load_model(make_dir(tmp_path / "m", card=card)).backbone, ReferenceBackbone)
 
 
 def test_bad_backbone_kwargs(tmp_path):

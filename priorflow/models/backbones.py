@@ -1,0 +1,104 @@
+"""Which backbones a model card may build: registered factories and ``nn.Module`` classes.
+
+A card's ``backbone.target`` is called to build the network, so it decides what code runs when a
+model directory is loaded. Only two kinds of target are called:
+
+- a factory registered under the ``priorflow.backbones`` entry-point group, named by its entry
+  point's name (``reference``, ``exact``) or by its ``"module:callable"`` value; a package
+  registers its own in its ``pyproject.toml``::
+
+      [project.entry-points."priorflow.backbones"]
+      my_unet = "my_package.models:build_unet"
+
+- a subclass of ``torch.nn.Module``, named ``"module:Class"``.
+
+Anything else (``"os:system"``, a function nobody registered, a constant) is refused with one
+line before it is called. Naming a target imports its module, as installing the package that
+holds it already trusts it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from torch import nn
+
+from priorflow.errors import ModelError
+from priorflow.models.card import one_line
+
+BACKBONE_GROUP = "priorflow.backbones"
+
+#: Card targets of earlier releases, and where those callables live now.
+LEGACY_TARGETS = {
+    "priorflow.reference:ReferenceBackbone": "priorflow.models.reference:ReferenceBackbone",
+    "priorflow.synthetic:exact_backbone": "priorflow.models.exact:exact_backbone",
+}
+
+
+def registered_backbones() -> dict[str, str]:
+    """``{name: "module:callable"}`` of the factories registered under ``priorflow.backbones``."""
+    return {entry.name: entry.value for entry in metadata.entry_points(group=BACKBONE_GROUP)}
+
+
+def resolve_target(target: str) -> Callable[..., nn.Module]:
+    """The callable a card's ``backbone.target`` names, if it may be called (module docstring).
+
+    Raises:
+        ModelError: one line, before anything is called, for a malformed or unknown target, a
+            module that does not import, or a callable that is neither registered nor an
+            ``nn.Module`` subclass.
+    """
+    registered = registered_backbones()
+    path = registered.get(target, LEGACY_TARGETS.get(target, target))
+    obj = _import(target, path)
+    if inspect.isclass(obj) and issubclass(obj, nn.Module):
+        return obj
+    if path in registered.values() and callable(obj):
+        return obj
+    names = ", ".join(sorted(registered)) or "none"
+    raise ModelError(
+        f"backbone.target: {target!r} is neither an nn.Module subclass nor a backbone registered"
+        f" under the {BACKBONE_GROUP} entry points (registered: {names}); it is not called —"
+        " name a class, or register the factory (docs/models.md)"
+    )
+
+
+def _import(target: str, path: str) -> Any:
+    """The object ``"module:attribute"`` names (the attribute may be dotted)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute or ":" in attribute:
+        raise ModelError(
+            f"backbone.target: {target!r} is not a registered backbone nor 'module:Class'; use"
+            " e.g. 'reference' or 'priorflow.models.reference:ReferenceBackbone'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
+            raise ModelError(
+                f"backbone.target: module {module_name!r} of {target!r} is not found; install it"
+                " or fix the module path"
+            ) from None
+        raise ModelError(
+            f"backbone.target: importing {module_name!r} failed: {one_line(error)}; install"
+            " what it needs"
+        ) from None
+    except Exception as error:
+        raise ModelError(
+            f"backbone.target: importing {module_name!r} failed: {type(error).__name__}:"
+            f" {one_line(error)}"
+        ) from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ModelError(
+                f"backbone.target: module {module_name!r} has no attribute {attribute!r};"
+                " fix the name after ':'"
+            ) from None
+    return obj
