@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from priorflow.config.messages import show, unknown_key, validate
 from priorflow.config.schema import DEFAULT_OUTPUT_DIR, RunConfig
 from priorflow.errors import ConfigError
+from priorflow.safe_yaml import MAX_BYTES, YAMLRefused, load_yaml, yaml_problem
 
 PATH_KEYS: tuple[str, ...] = ("model_path", "archive", "output_dir")
 BLOCK_KINDS: tuple[str, ...] = ("model", "archive", "cluster")
@@ -31,54 +32,26 @@ BLOCK_KINDS: tuple[str, ...] = ("model", "archive", "cluster")
 BlockResolver = Callable[[str, str], Mapping[str, Any]]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping and keeps dates as text.
-
-    Unquoted dates (``2000-04-03``) stay strings so that :func:`parse_start_date` reports a bad
-    one with its key; everything else reads as with ``yaml.safe_load``.
-    """
-
-
-_UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            mark = key_node.start_mark
-            raise ConfigError(f"{key}: given twice (line {mark.line + 1}) — write each key once")
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config: {path} does not exist — give the path of a run config YAML")
     if not path.is_file():
         raise ConfigError(f"config: {path} is not a file — give the path of a run config YAML")
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError(
+            f"config: {path} is {path.stat().st_size} bytes — a run config is at most"
+            f" {MAX_BYTES // 1024} kB"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config: {path} cannot be read — {error}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except ConfigError:
-        raise
+        data = load_yaml(text)
+    except YAMLRefused as error:
+        raise ConfigError(f"config: {path}: {error}") from None
     except (yaml.YAMLError, ValueError) as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"config: {path} is not valid YAML — {problem}{where}") from None
+        raise ConfigError(f"config: {path} is not valid YAML — {yaml_problem(error)}") from None
     if data is None:
         raise ConfigError(f"config: {path} is empty — it must be a mapping (model_path: ...)")
     if not isinstance(data, dict):
@@ -106,7 +79,9 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any
                 f"--set {item!r}: not key=value — write e.g. --set diffusion.num_steps=32"
             )
         try:
-            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None
+            value = load_yaml(text) if text.strip() else None
+        except YAMLRefused as error:
+            raise ConfigError(f"--set {key}: {error}") from None
         except (yaml.YAMLError, ValueError):
             raise ConfigError(
                 f"--set {key}: {text!r} is not a YAML value — quote it, e.g. {key}='\"...\"'"

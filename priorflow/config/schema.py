@@ -28,6 +28,9 @@ from priorflow.errors import ConfigError
 from priorflow.models.card import ModelTarget
 
 DEFAULT_OUTPUT_DIR = "runs"
+MAX_STEPS = 10_000  # sampler steps (Appa's default is 64)
+MAX_MEMBERS = 10_000  # members per start date
+MAX_START_DATES = 10_000
 StrictInt = Annotated[int, Field(strict=True)]
 
 
@@ -70,7 +73,10 @@ class Diffusion(Strict):
     """``diffusion``: number of denoising steps and the sampler."""
 
     num_steps: StrictInt | None = Field(
-        default=None, ge=1, description="sampler steps; null = the model card's denoising_steps"
+        default=None,
+        ge=1,
+        le=MAX_STEPS,
+        description="sampler steps; null = the model card's denoising_steps",
     )
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
 
@@ -106,7 +112,9 @@ class RunConfig(Strict):
     trajectory_sizes: list[int] = Field(
         description='states per trajectory: "72", "24,48" or the inclusive range "24-26"'
     )
-    num_samples_per_date: StrictInt = Field(default=1, ge=1, description="members per start date")
+    num_samples_per_date: StrictInt = Field(
+        default=1, ge=1, le=MAX_MEMBERS, description="members per start date"
+    )
     start_dates: list[datetime] = Field(description='start dates, "YYYY-MM-DD Hh"')
     blanket_overlap: StrictInt = Field(
         ge=0, description="states shared by neighbouring blankets, 0 <= overlap < blanket_size"
@@ -157,6 +165,8 @@ class RunConfig(Strict):
             raise Problem(f'{show(value)} — a list of dates, e.g. ["2000-04-03 0h"]')
         if not value:
             raise Problem('empty — give at least one start date, e.g. ["2000-04-03 0h"]')
+        if len(value) > MAX_START_DATES:
+            raise Problem(f"{len(value)} dates — at most {MAX_START_DATES}; split the run")
         dates: list[datetime] = []
         for i, item in enumerate(value):
             if isinstance(item, date) and not isinstance(item, datetime):

@@ -52,12 +52,18 @@ def parse_start_date(text: str | datetime, field: str = "start_dates") -> dateti
     return day + timedelta(hours=hour)
 
 
+MAX_TRAJECTORY_SIZE = 1_000_000  # states in one trajectory
+MAX_TRAJECTORY_SIZES = 1_000  # sizes in one run
+
+
 def parse_trajectory_sizes(
     text: str | int | Iterable[int], field: str = "trajectory_sizes"
 ) -> list[int]:
     """Parse ``"72"``, ``"24,48"`` or an inclusive range ``"24-26"`` (mixable: ``"12,24-26"``).
 
-    Returns the sorted, de-duplicated sizes (number of states). Raises :class:`ConfigError`.
+    Returns the sorted, de-duplicated sizes (number of states), at most
+    :data:`MAX_TRAJECTORY_SIZES` of them, each at most :data:`MAX_TRAJECTORY_SIZE`; the bounds
+    are checked before a range is expanded. Raises :class:`ConfigError`.
     """
     if isinstance(text, bool):
         raise ConfigError(f"{field}: {text!r} is not a size; use e.g. '72', '24,48' or '24-26'")
@@ -79,6 +85,16 @@ def parse_trajectory_sizes(
         if lo < 1 or hi < lo:
             raise ConfigError(
                 f"{field}: {token.strip()!r} is not a valid size or range; sizes are >= 1 and ranges go up"
+            )
+        if hi > MAX_TRAJECTORY_SIZE:
+            raise ConfigError(
+                f"{field}: {hi} states is more than {MAX_TRAJECTORY_SIZE:,}; sample shorter"
+                " trajectories"
+            )
+        if len(sizes) + hi - lo + 1 > MAX_TRAJECTORY_SIZES:
+            raise ConfigError(
+                f"{field}: {token.strip()!r} makes more than {MAX_TRAJECTORY_SIZES} sizes; split"
+                " them into several runs"
             )
         sizes.update(range(lo, hi + 1))
     if not sizes:

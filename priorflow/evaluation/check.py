@@ -73,6 +73,7 @@ from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
 from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
 from priorflow.plan import card_archive_path
+from priorflow.safe_yaml import load_yaml
 from priorflow.store import has_store, open_group, read_store_attrs, store_path
 from priorflow.store.integrity import refuse_damage, verify_run
 
@@ -95,7 +96,7 @@ def load_check_config(
     data: dict[str, Any] = {}
     path = Path(run_dir) / "config.yaml"
     if path.exists():
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text()) or {}
         section = loaded.get("check") if isinstance(loaded, dict) else None
         data = dict(section or {})
     for item in overrides:
@@ -106,8 +107,8 @@ def load_check_config(
                 f"--set {item!r}: not check.<key>=<value> — e.g. --set check.max_bias=0.3"
             )
         try:
-            data[parts[1]] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+            data[parts[1]] = load_yaml(text) if text.strip() else None
+        except (yaml.YAMLError, ValueError):
             raise ConfigError(f"--set {key}: {text!r} is not a YAML value") from None
     return CheckConfig.parse(data)
 
@@ -168,11 +169,10 @@ class CheckResult:
 def resolve_archive(run_dir: Path, attrs: dict[str, Any]) -> str:
     """The run's archive: ``archive`` of ``config.yaml``, else the model card's (relative to the
     model directory). :class:`ArchiveError` when neither names one."""
-    import yaml
 
     path = run_dir / "config.yaml"
     if path.exists():
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text()) or {}
         if isinstance(loaded, dict) and loaded.get("archive"):
             return str(loaded["archive"])
     card_archive = card_archive_path(

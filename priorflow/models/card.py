@@ -10,6 +10,7 @@ file and the key.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from priorflow.atomic import write_text
 from priorflow.core.precision import Precision
 from priorflow.core.schedules import schedule_class
 from priorflow.errors import ModelError
+from priorflow.safe_yaml import YAMLRefused, load_yaml
 
 CARD_NAME = "card.yaml"
 ModelTarget = Literal["best", "last"]
@@ -55,12 +57,21 @@ class ScheduleSpec(_Strict):
 class ModelCard(_Strict):
     """The contents of ``card.yaml``."""
 
+    @field_validator("state_shape")
+    @classmethod
+    def _bounded_state(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) > 8 or any(n < 1 for n in shape) or math.prod(shape) > 1 << 31:
+            raise ValueError("at most 8 dimensions, each >= 1, at most 2**31 values in all")
+        return shape
+
     backbone: BackboneSpec
-    blanket_size: int = Field(ge=1, description="K: states per blanket")
-    dt_hours: int = Field(ge=1, description="hours between consecutive states")
+    blanket_size: int = Field(ge=1, le=10_000, description="K: states per blanket")
+    dt_hours: int = Field(ge=1, le=24 * 366, description="hours between consecutive states")
     state_shape: tuple[int, ...] = Field(min_length=1, description="shape of one latent state")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    denoising_steps: int = Field(default=64, ge=1, description="default number of sampler steps")
+    denoising_steps: int = Field(
+        default=64, ge=1, le=10_000, description="default number of sampler steps"
+    )
     precision: Precision = "float32"
     archive: str | None = Field(default=None, description="latent archive it was trained on")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -127,8 +138,10 @@ def read_card(path: str | Path) -> ModelCard:
     """
     card_path = find_card(path)
     try:
-        data = yaml.safe_load(card_path.read_text())
-    except yaml.YAMLError as error:
+        data = load_yaml(card_path.read_text())
+    except YAMLRefused as error:
+        raise ModelError(f"model card {card_path}: {error}; fix the file") from None
+    except (yaml.YAMLError, ValueError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "parse error"

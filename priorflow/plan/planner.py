@@ -37,6 +37,22 @@ class CoverageChecker(Protocol):
     ) -> None: ...
 
 
+MAX_JOBS = 100_000  # members in one run
+
+
+def job_memory_bytes(blankets: BlanketPlan, state_size: int, blanket_batch: int | None) -> int:
+    r"""A lower bound on the memory one job needs while it samples, in bytes (float32).
+
+    The sampler state and its history, :math:`T_{pad} D` values each (lms keeps ``x``, the
+    denoised ``x`` and ``order`` derivatives: 6 in all at order 3), and one backbone call's
+    blankets gathered, denoised and folded, :math:`3 B K D` values, with ``B`` blankets per call.
+    The backbone's own activations come on top.
+    """
+    states = blankets.padded_size * state_size
+    batch = (blanket_batch or blankets.num_blankets) * blankets.blanket_size * state_size
+    return 4 * (6 * states + 3 * batch)
+
+
 def resolve_archive_path(config: RunConfig, card: ModelCard) -> str | None:
     """The archive of a run: ``config.archive``, else the card's ``archive``.
 
@@ -105,6 +121,7 @@ def make_plan(
         ConfigError / ArchiveError: one line, before anything is written.
     """
     spec = sampling_spec(config, card, checkpoint_sha256)
+    _check_size(config, spec)
     state_dims = _state_dims(spec, config, archive)
     hardware = config.hardware
     members = config.num_samples_per_date
@@ -151,6 +168,32 @@ def make_plan(
         aggregate_resources=_job_resources(hardware.aggregate, aggregate_gpus),
         archive_path=resolve_archive_path(config, card),
     )
+
+
+def _check_size(config: RunConfig, spec: SamplingSpec) -> None:
+    """Refuse, in one line, a run that cannot run: too many jobs, or a job larger than the
+    memory ``hardware.gen.ram`` gives it (saying how to split it)."""
+    from dask.utils import format_bytes, parse_bytes
+
+    jobs = len(config.trajectory_sizes) * len(config.start_dates) * config.num_samples_per_date
+    if jobs > MAX_JOBS:
+        raise ConfigError(
+            f"num_samples_per_date: {config.num_samples_per_date} members x"
+            f" {len(config.start_dates)} dates x {len(config.trajectory_sizes)} sizes is {jobs:,}"
+            f" jobs, more than {MAX_JOBS:,} in one run; split it into several runs"
+        )
+    ram = parse_bytes(config.hardware.gen.ram)
+    state_size = math.prod(spec.state_shape)
+    longest = BlanketPlan(max(config.trajectory_sizes), spec.blanket_size, spec.blanket_overlap)
+    need = job_memory_bytes(longest, state_size, spec.blanket_batch)
+    if need > ram:
+        raise ConfigError(
+            f"trajectory_sizes: a trajectory of {longest.trajectory_size:,} states needs at least"
+            f" {format_bytes(need)} (sampler state of {longest.padded_size:,} states and"
+            f" {spec.blanket_batch or longest.num_blankets:,} blankets per backbone call, of"
+            f" {state_size:,} values each), more than hardware.gen.ram {config.hardware.gen.ram};"
+            " sample shorter trajectories, set blanket_batch, or give the job more ram"
+        )
 
 
 def _state_dims(

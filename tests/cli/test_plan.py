@@ -184,3 +184,85 @@ def test_a_bad_model_is_refused_before_anything_starts(tmp_path: Path, damage, s
         assert len(lines) == 1 and lines[0].startswith(start), (command, result.stderr)
         assert "code ran" not in result.stdout + result.stderr and not proof.exists()
         assert not (tmp_path / "runs").exists() and not (tmp_path / ".prefect").exists()
+
+
+BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+@pytest.mark.parametrize(
+    ("where", "args", "start"),
+    [
+        ("config", [], "error: config: "),  # ... an alias (*a) at line 36 — aliases are not read
+        (
+            "set",
+            ["--set", "check.plots={" + ", ".join(BOMB.splitlines()) + "}"],
+            "error: --set check.plots: an alias",
+        ),
+        ("card", [], "error: model card "),
+        (
+            None,
+            ["--set", "diffusion.num_steps=1000000000"],
+            "error: diffusion.num_steps: 1000000000 — must be <= 10000",
+        ),
+        (
+            None,
+            ["--set", 'trajectory_sizes="1-1000000000"'],
+            "error: trajectory_sizes: 1000000000 states is more than",
+        ),
+        (
+            None,
+            ["--set", 'trajectory_sizes="1-2000"'],
+            "error: trajectory_sizes: '1-2000' makes more than 1000 sizes",
+        ),
+        (
+            None,
+            ["--set", "trajectory_sizes=99999999999999999999999"],
+            "error: trajectory_sizes: 99999999999999999999999 states",
+        ),
+        (
+            None,
+            ["--set", "num_samples_per_date=100000000"],
+            "error: num_samples_per_date: 100000000 — must be <= 10000",
+        ),
+        (
+            None,
+            ["--set", "num_samples_per_date=9000", "--set", 'trajectory_sizes="20-40"'],
+            "error: num_samples_per_date: 9000 members x 2 dates x 21 sizes",
+        ),
+        (
+            None,
+            ["--set", 'trajectory_sizes="900000"', "--set", 'hardware.gen.ram="1GB"'],
+            "error: trajectory_sizes: a trajectory of 900,000 states needs at least",
+        ),
+    ],
+)
+def test_unbounded_inputs_are_refused_in_one_line(model: Path, tmp_path: Path, where, args, start):
+    """Attacks: a YAML alias bomb (config, card or --set) spun at 100 % CPU past 1 GB; huge
+    steps, sizes or members went on to eat memory or time. Each is one line and exit 2 now."""
+    import shutil
+
+    text = ORIGINAL_EXAMPLE
+    model_path = model
+    if where == "config":
+        text = ORIGINAL_EXAMPLE + BOMB
+    if where == "card":
+        model_path = Path(shutil.copytree(model, tmp_path / "model"))
+        (model_path / "card.yaml").write_text((model_path / "card.yaml").read_text() + BOMB)
+    config = write_config(tmp_path / "run.yaml", text)
+    result = plan(str(config), "--set", f"model_path={model_path}", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert "Traceback" not in result.stderr
+    if where is not None:
+        assert "aliases are not read" in lines[0]
