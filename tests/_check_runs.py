@@ -90,11 +90,20 @@ def make_run(
 
 
 def rewrite_latent(run_dir: Path, group: str, change: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Replace ``latent`` of ``group`` by ``change(latent)`` in place (a corrupted copy of a run)."""
+    """Replace ``latent`` of ``group`` by ``change(latent)`` in place, as if the model had
+    generated that (its members' done marks follow: this is a bad model, not damaged data)."""
+    import json
+
     import zarr
+
+    from priorflow.store.members import digest
 
     array = zarr.open_array(str(run_dir / "prior.zarr"), path=f"{group}/latent", mode="r+")
     array[...] = change(np.asarray(array[...]))
+    for path in (run_dir / "marks" / group).glob("*.json"):
+        mark = json.loads(path.read_text())
+        values = np.asarray(array[mark["date_index"], mark["member"]], dtype="<f4")
+        path.write_text(json.dumps({**mark, "sha256": digest(values)}))
 
 
 def group_dataset(run_dir: Path, size: int | str):
