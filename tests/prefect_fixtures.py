@@ -10,7 +10,7 @@ world are made once per test process.
   the same server (never Prefect's ephemeral mode).
 - ``tiny_world`` (session): the exact model of a small synthetic world (states ``(2, 4, 8)``,
   blanket size 4) and a one-month archive of that world, written once.
-- :func:`failing_backbone`: the exact backbone, raising for one day of the month: a card naming it
+- :class:`FailingBackbone`: the exact backbone, raising for one day of the month: a card naming it
   makes exactly the jobs starting on that day fail (a test-only model, not a production hook).
 """
 
@@ -134,12 +134,20 @@ def copy_model_with_target(source: Path, out: Path, target: str, **kwargs: Any) 
 
 
 class FailingBackbone(torch.nn.Module):
-    """The exact backbone, raising ``RuntimeError`` when a blanket holds day ``fail_day``."""
+    """The exact backbone, raising ``RuntimeError`` when a blanket holds day ``fail_day``.
 
-    def __init__(self, fail_day: int, inner: torch.nn.Module) -> None:
+    Card target ``tests.prefect_fixtures:FailingBackbone`` (an nn.Module class; kwargs: the
+    world's + ``fail_day``).
+    """
+
+    def __init__(
+        self, state_shape: tuple[int, ...] | None = None, fail_day: int = 10, **kwargs: Any
+    ) -> None:
+        from priorflow.models.exact import exact_backbone
+
         super().__init__()
         self.fail_day = int(fail_day)
-        self.inner = inner
+        self.inner = exact_backbone(state_shape, **kwargs)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
         if bool((dates[..., 2] == self.fail_day).any()):
@@ -152,15 +160,6 @@ class FailingBackbone(torch.nn.Module):
 
     def load_state_dict(self, state: Any, strict: bool = True, assign: bool = False) -> Any:
         return self.inner.load_state_dict(state, strict=strict, assign=assign)
-
-
-def failing_backbone(
-    state_shape: tuple[int, ...] | None = None, fail_day: int = 10, **kwargs: Any
-) -> FailingBackbone:
-    """Card target ``tests.prefect_fixtures:failing_backbone`` (kwargs: the world's + fail_day)."""
-    from priorflow.models.exact import exact_backbone
-
-    return FailingBackbone(fail_day, exact_backbone(state_shape, **kwargs))
 
 
 def read_flow_artifacts(flow_run_id: Any) -> list[Any]:

@@ -230,7 +230,7 @@ def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny
     failing = copy_model_with_target(
         tiny_world["model"],
         tmp_path / "failing",
-        "tests.prefect_fixtures:failing_backbone",
+        "tests.prefect_fixtures:FailingBackbone",
         fail_day=3,
     )
     config = write_run_config(

@@ -224,7 +224,7 @@ def test_a_failing_member_fails_the_flow_and_names_it(world, tmp_path):
     model = copy_model_with_target(
         world["model"],
         tmp_path / "failing-model",
-        "tests.prefect_fixtures:failing_backbone",
+        "tests.prefect_fixtures:FailingBackbone",
         fail_day=10,
     )
     config = write_run_config(
