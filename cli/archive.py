@@ -29,6 +29,7 @@ def synth(
     dt_hours: int = typer.Option(1, help="Hours between states (divides 24)."),
     shape: str = typer.Option("4,16,32", help="State shape C,H,W."),
     overwrite: bool = typer.Option(False, help="Replace an existing store at --out."),
+    max_gib: float = typer.Option(2.0, help="Refuse an archive larger than this (GiB)."),
 ) -> None:
     """Write the synthetic world's states from START to END to a new zarr archive."""
     import time
@@ -70,6 +71,7 @@ def synth(
             progress=progress,
             seed=seed,
             overwrite=overwrite,
+            max_bytes=int(max_gib * 2**30),
         )
     typer.echo(f"wrote {path} in {time.perf_counter() - began:.1f} s")
     _print_info(path)

@@ -39,9 +39,19 @@ def build_synthetic_archive(path: str, spec: dict[str, Any]) -> Path:
     """Build the synthetic archive ``spec`` describes at ``path``, with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from priorflow.data.synthetic_archive import archive_size
     from priorflow.data.synthetic_archive import build_synthetic_archive as build
 
-    typer.echo(f"archive {path} is missing; building it from the model's synthetic world")
+    states, size = archive_size(
+        spec["start"],
+        spec["end"],
+        tuple(spec["world"].get("shape", (4, 16, 32))),
+        spec["dt_hours"],
+    )
+    typer.echo(
+        f"archive {path} is missing; building it from the model's synthetic world"
+        f" ({states:,} states, {size / 2**20:,.0f} MiB)"
+    )
     with Progress(
         TextColumn("[bold]building archive[/] {task.description}"),
         BarColumn(),

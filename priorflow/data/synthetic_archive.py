@@ -8,6 +8,7 @@ the archive a model was trained on can be rebuilt (how the demo sets up a fresh 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -26,6 +27,27 @@ from priorflow.errors import ArchiveError
 #: The card metadata's ``kind`` of a synthetic world (and the one of earlier releases).
 SYNTHETIC_WORLD_KINDS = ("priorflow.data.synthetic.SyntheticWorld", "priorflow.synthetic.SyntheticWorld")
 DEFAULT_ARCHIVE_RANGE = ("2000-01-01", "2001-12-31")
+MAX_ARCHIVE_BYTES = 2 << 30  # 2 GiB: the demo's two hourly years are 143 MB
+_LAST_YEAR = 2261  # datetime64[ns] ends in April 2262
+
+
+def archive_size(
+    start: datetime | str, end: datetime | str, shape: tuple[int, ...], dt_hours: int = 1
+) -> tuple[int, int]:
+    """``(states, bytes)`` of a synthetic archive from ``start`` to ``end``; refuses an empty
+    range or one past what ``datetime64[ns]`` holds (one line, :class:`ArchiveError`)."""
+    first = parse_start_date(start, field="start")
+    last = parse_end(end, dt_hours)
+    for name, when in (("start", first), ("end", last)):
+        if not 1678 <= when.year <= _LAST_YEAR:
+            raise ArchiveError(
+                f"{name}: {_label(when)} lies outside the years 1678-{_LAST_YEAR} a latent archive"
+                " can hold; choose dates inside them"
+            )
+    if last < first:
+        raise ArchiveError(f"end: {_label(last)} is before start {_label(first)}; swap them")
+    states = int((last - first).total_seconds() // 3600 // dt_hours) + 1
+    return states, states * math.prod(shape) * 4
 
 
 def parse_end(end: datetime | str, dt_hours: int = 1, field: str = "end") -> datetime:
@@ -48,6 +70,7 @@ def write_synthetic_archive(
     seed: int = 0,
     overwrite: bool = False,
     block_days: int = 31,
+    max_bytes: int = MAX_ARCHIVE_BYTES,
 ) -> Path:
     """Write the synthetic world's states from ``start`` to ``end`` (inclusive) to a new archive.
 
@@ -62,6 +85,8 @@ def write_synthetic_archive(
         seed: seeds the ``torch.Generator`` that draws the trajectory.
         overwrite: replace an existing store at ``path``.
         block_days: days of states computed and written at a time.
+        max_bytes: the largest archive written (:data:`MAX_ARCHIVE_BYTES`); more is refused
+            before anything is written, as are an empty range and dates past 2261.
 
     The trajectory is ``world.sample(times, make_generator(seed))``. The store is written into a
     temporary directory next to ``path`` and renamed into place at the end, so a crash never
@@ -78,13 +103,18 @@ def write_synthetic_archive(
     path = Path(path)
     if dt_hours < 1 or 24 % dt_hours:
         raise ArchiveError(f"dt_hours: {dt_hours} must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24)")
+    world = world if world is not None else SyntheticWorld(seed=0)
+    states, size = archive_size(start, end, tuple(world.shape), dt_hours)
+    if size > max_bytes:
+        raise ArchiveError(
+            f"end: {states:,} states of {tuple(world.shape)} from {start} to {end} make"
+            f" {size / 2**30:.1f} GiB, more than the {max_bytes / 2**30:.1f} GiB allowed; choose a"
+            " shorter range (or allow more with --max-gib)"
+        )
     first = parse_start_date(start, field="start")
     last = parse_end(end, dt_hours)
-    if last < first:
-        raise ArchiveError(f"end: {_label(last)} is before start {_label(first)}; swap them")
     if path.exists() and not overwrite:
         raise ArchiveError(f"archive: {path} already exists; remove it or pass --overwrite")
-    world = world if world is not None else SyntheticWorld(seed=0)
     step = np.timedelta64(dt_hours, "h")
     times = np.arange(np.datetime64(first, "ns"), np.datetime64(last, "ns") + step, step)
     times = times.astype("datetime64[ns]")

@@ -66,7 +66,9 @@ def prepare_run(
         require_archive: the run's archive must exist (it is opened and every start date
             checked against it); ``False`` plans without it when it is not built yet.
         build_archive: called to build a missing archive that the model card describes (a
-            synthetic world), before it is opened.
+            synthetic world), before it is opened; only at the config's own ``archive`` (a card
+            does not decide where the tool writes) and within the size bound of
+            :func:`~priorflow.data.synthetic_archive.write_synthetic_archive`.
         gpus_available: CUDA GPUs of a local run (default: detected for backend ``local``).
     """
     model = check_model(config.model_path, config.model_target)  # no weights kept, no code run
@@ -74,7 +76,9 @@ def prepare_run(
     archive_path = resolve_archive_path(config, card)
     missing = archive_path is not None and "://" not in archive_path
     missing = missing and not Path(archive_path).exists()
-    spec = synthetic_archive_spec(card.metadata) if missing and build_archive else None
+    # Built only where the user's config says, never where a model card points.
+    buildable = missing and build_archive is not None and config.archive is not None
+    spec = synthetic_archive_spec(card.metadata) if buildable else None
     if spec is not None:
         build_archive(archive_path, spec)
         missing = False

@@ -157,6 +157,63 @@ def test_a_directory_made_by_someone_else_is_refused_before_anything_starts(
     assert not (workdir / ".prefect").exists()
 
 
+@pytest.mark.parametrize(
+    ("archive_range", "message"),
+    [
+        (
+            ["2000-01-01T00", "2300-01-01T00"],
+            "end: 2300-01-01 00h lies outside the years 1678-2261",
+        ),
+        (["1700-01-01T00", "2200-12-31T23"], "more than the 2.0 GiB allowed"),
+        (["2000-02-01T00", "2000-01-01T00"], "is before start"),
+    ],
+)
+def test_a_card_cannot_make_the_tool_write_a_huge_or_empty_archive(
+    tiny_world,  # noqa: F811
+    workdir,
+    tmp_path,
+    capsys,
+    archive_range,
+    message,
+):
+    """Attack: a card's ``archive_range`` decided how much the automatic build wrote (1.3 GB in
+    40 s, or an empty archive that broke every later run). It is bounded now, before writing."""
+    model = with_card_metadata(
+        tiny_world["model"], tmp_path / "model", archive_range=archive_range
+    )
+    card = yaml.safe_load((model / "card.yaml").read_text())
+    card["metadata"]["world"]["kwargs"]["shape"] = [64, 64, 64]  # big states: a big archive
+    card["state_shape"] = [64, 64, 64]
+    (model / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    import torch
+
+    from priorflow.models.exact import exact_backbone
+
+    state = exact_backbone(
+        (64, 64, 64), **{k: v for k, v in card["backbone"]["kwargs"].items() if k != "shape"}
+    ).state_dict()
+    for name in ("model_best.pt", "model_last.pt"):
+        torch.save(state, model / name)
+    archive = tmp_path / "data" / "archive.zarr"
+    config = write_run_config(tmp_path / "cfg" / "run.yaml", model, archive)
+    code, _, err = run_cli([str(config)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not archive.exists() and not (tmp_path / "data").exists()  # nothing written
+
+
+def test_an_archive_is_built_only_where_the_config_says(tiny_world, workdir, tmp_path, capsys):  # noqa: F811
+    """A card's ``archive`` may name where its archive lives, not where the tool writes."""
+    model = with_card_metadata(tiny_world["model"], tmp_path / "model")
+    card = yaml.safe_load((model / "card.yaml").read_text())
+    card["archive"] = "../elsewhere/archive.zarr"
+    (model / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    config = write_run_config(tmp_path / "cfg" / "run.yaml", model, None)
+    code, _, err = run_cli([str(config)], capsys)
+    assert code == 2 and "archive.zarr does not exist" in err
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_synthetic_archive_spec_from_the_card(tiny_world, tmp_path):  # noqa: F811
     exact = synthetic_archive_spec(read_card(tiny_world["model"]).metadata)
     assert exact["world"]["shape"] == [2, 4, 8]
