@@ -85,6 +85,7 @@ def run(
     ),
 ) -> None:
     """Generate a run's prior trajectories with the prior-generation flow (Prefect + Dask)."""
+    from flows.preflight import check_where_jobs_run
     from flows.run_config import load_run_config
     from priorflow.run.prepare import check_resumable, prepare_run
 
@@ -94,6 +95,7 @@ def run(
     )
     resumed = check_resumable(prepared)  # a resumed run must not change its store
     plan = prepared.plan
+    check_where_jobs_run(run_config.hardware, max((job.gpus for job in plan.jobs), default=0))
     typer.echo(
         f"run {plan.run_id}: {plan.num_jobs} members ({len(plan.sizes)} sizes x"
         f" {len(plan.start_dates)} dates x {plan.members}) -> {plan.run_dir}"

@@ -36,6 +36,7 @@ import dask
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.preflight import check_where_jobs_run
 from flows.run_config import load_run_config
 from flows.runners import aggregation_runner, generation_runner
 from priorflow.config import RunConfig
@@ -101,6 +102,7 @@ def generate_priors(
     prepared = prepare_run(config)
     plan = prepared.plan
     run_dir = str(plan.run_dir)
+    check_where_jobs_run(config.hardware, max((job.gpus for job in plan.jobs), default=0))
     provenance = run_provenance(prepared.checkpoint, flow_run_id=flow_run.id, start_time=began)
     store = create_store(run_dir, plan, config, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
