@@ -34,6 +34,7 @@ from typing import Any
 
 import dask
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.preflight import check_where_jobs_run
@@ -152,26 +153,38 @@ def generate_priors(
 
 
 def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) -> dict[str, str]:
-    """Submit every pending job to the config's task runner; the failures by job name."""
+    """Run every pending job on the config's task runner; the failures by job name.
+
+    As many jobs are in the workers' hands as they run at once, and the next is submitted when
+    one ends: a worker that dies (out of memory, a crash in the backbone) takes down only the
+    job it was running, not every job queued on it (Dask fails all of them with KilledWorker
+    once the worker died ``allowed-failures`` times).
+    """
     logger = get_run_logger()
     backend = config.hardware.backend
     n_gpus = cuda_device_count() if backend == "local" else 0
     failed: dict[str, str] = {}
-    with generation_runner(
-        config.hardware, run_dir, pending, run_id=run_id, n_gpus=n_gpus
-    ) as runner:
-        futures = {}
-        for job in pending:
-            with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
-                futures[job.name] = runner.submit(
-                    generate_member, parameters={"job": job, "run_dir": run_dir}
-                )
-        for name, future in futures.items():
+    queue = list(pending)
+    with generation_runner(config.hardware, run_dir, pending, run_id=run_id, n_gpus=n_gpus) as (
+        runner,
+        slots,
+    ):
+        running: dict[Any, Job] = {}
+        while queue or running:
+            while queue and len(running) < slots:
+                job = queue.pop(0)
+                with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
+                    future = runner.submit(
+                        generate_member, parameters={"job": job, "run_dir": run_dir}
+                    )
+                running[future] = job
+            future = next(as_completed(list(running)))
+            job = running.pop(future)
             try:
                 future.result()
             except Exception as error:  # task failure or a Dask error (KilledWorker...)
-                failed[name] = _one_line(error)
-                logger.error(f"{name} failed: {failed[name]}")
+                failed[job.name] = _one_line(error)
+                logger.error(f"{job.name} failed: {failed[job.name]}")
     return failed
 
 

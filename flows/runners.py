@@ -137,8 +137,9 @@ def generation_runner(
     *,
     run_id: str | None = None,
     n_gpus: int = 0,
-) -> Iterator[TaskRunner]:
-    """The started task runner of ``hardware.backend`` for the generation jobs ``pending``.
+) -> Iterator[tuple[TaskRunner, int]]:
+    """The started task runner of ``hardware.backend`` for the generation jobs ``pending``, and
+    how many jobs its workers run at once.
 
     ``local``: :func:`local_task_runner`; ``address``: the scheduler, whose workers are checked
     for the ``GPU`` slots a job needs; ``slurm``/``pbs``/``lsf``: a batch cluster
@@ -154,18 +155,19 @@ def generation_runner(
             jobqueue_runner(hardware, run_dir, pending, gpus_per_job, run_id=run_id) as cluster,
             _started(cluster.runner) as runner,
         ):
-            yield runner
+            yield runner, max(1, cluster.jobs)
         return
     if backend == "address":
         with _started(address_task_runner(hardware.address)) as runner:
-            check_workers(runner.client, max(1, gpus_per_job), hardware.address)
-            yield runner
+            fitting = check_workers(runner.client, max(1, gpus_per_job), hardware.address)
+            yield runner, max(1, fitting)
         return
+    n_workers = local_worker_layout(max(1, gpus_per_job), n_gpus)[0]
     runner = local_task_runner(
         max(1, gpus_per_job), n_gpus, dashboard_address=hardware.dashboard_address
     )
     with _started(runner) as runner:
-        yield runner
+        yield runner, n_workers
 
 
 @contextlib.contextmanager

@@ -220,6 +220,34 @@ def test_a_rerun_regenerates_exactly_the_damaged_members(first_run):
     } == others
 
 
+def test_a_worker_killed_by_a_member_takes_down_only_that_member(world, tmp_path):
+    """Attack: a member whose backbone kills its worker process. Before, Dask failed every job
+    queued on that worker with KilledWorker, members that never started included; now only the
+    members that kill it fail (after Dask's bounded restarts), the others complete."""
+    model = copy_model_with_target(
+        world["model"],
+        tmp_path / "killing-model",
+        "tests.prefect_fixtures:KillingBackbone",
+        fail_day=10,
+    )
+    config = write_run_config(
+        tmp_path / "run.yaml",
+        model,
+        world["archive"],
+        trajectory_sizes="6",
+        num_samples_per_date=2,
+        start_dates=["2000-01-10 6h", "2000-01-03 0h", "2000-01-04 0h"],
+    )
+    state = generate_priors(str(config), run_id="killing", return_state=True)
+    assert state.is_failed()
+    plan = prepared_run(config, run_id="killing").plan
+    killers = [job for job in plan.jobs if job.start.day == 10]
+    assert len(killers) == 2 and "KilledWorker" in (state.message or "")
+    for job in plan.jobs:
+        assert (read_mark(plan.run_dir, job) is None) == (job in killers), job.name
+    assert "2 of 6 members missing" in (state.message or "")
+
+
 def test_a_failing_member_fails_the_flow_and_names_it(world, tmp_path):
     model = copy_model_with_target(
         world["model"],
