@@ -27,6 +27,7 @@ Prefect, Dask and torch are imported only inside the command.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,21 @@ def build_synthetic_archive(path: str, spec: dict[str, Any]) -> Path:
         return build(
             path, spec, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
+
+
+def _terminated(run_id: str) -> Any:
+    """A SIGTERM handler: unwind (the flow run is marked Crashed, the cluster and the server this
+    command started stop), then exit 143 with one line saying how to resume."""
+
+    def handler(signum: int, frame: Any) -> None:
+        typer.echo(
+            f"error: priorflow run was terminated (SIGTERM); run it again with --run-id {run_id}"
+            " to resume",
+            err=True,
+        )
+        raise SystemExit(128 + signum)
+
+    return handler
 
 
 def run(
@@ -112,6 +128,7 @@ def run(
 
     # The in-process Dask scheduler's INFO lines (worker registration...) are noise here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _terminated(plan.run_id))
     with ensure_local_server(prefect_home(), keep=keep_server) as server:
         if server.started:
             how = "a local server" + (", kept after the run" if keep_server else "")

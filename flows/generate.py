@@ -29,7 +29,11 @@ run is left byte-identical (aggregation writes nothing when the marks have not c
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -40,6 +44,7 @@ from prefect.runtime import flow_run
 from flows.preflight import check_where_jobs_run
 from flows.run_config import load_run_config
 from flows.runners import aggregation_runner, generation_runner
+from priorflow.atomic import write_text
 from priorflow.config import RunConfig
 from priorflow.core.devices import cuda_device_count
 from priorflow.plan import Job
@@ -52,6 +57,7 @@ from tasks.check import check_priors
 from tasks.generate import generate_member
 
 FLOW_NAME = "prior-generation"
+FLOW_RECORD = ".flow-run.json"
 SHOWN_NAMES = 20
 
 
@@ -107,6 +113,7 @@ def generate_priors(
     provenance = run_provenance(prepared.checkpoint, flow_run_id=flow_run.id, start_time=began)
     store = create_store(run_dir, plan, config, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
+    crash_dead_flow_run(run_dir, str(flow_run.id))
 
     damaged = damaged_jobs(run_dir, plan)
     if damaged:  # data changed after its member was marked done: generate exactly those again
@@ -150,6 +157,47 @@ def generate_priors(
         else:
             logger.info("prior check skipped: the config says check.enabled: false")
     return run_dir
+
+
+def crash_dead_flow_run(run_dir: str, flow_run_id: str) -> str | None:
+    """Mark the run's previous flow run Crashed when the process that ran it is gone (killed: it
+    could not say so itself), then record this flow run as the run's. Returns the id marked.
+
+    The record is ``<run_dir>/.flow-run.json``: flow run id, process id and host. A flow run on
+    another host is left alone (its process cannot be seen from here).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.server import pid_alive
+
+    path = Path(run_dir) / FLOW_RECORD
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = None
+    marked = None
+    if (
+        isinstance(previous, dict)
+        and previous.get("flow_run_id") not in (None, flow_run_id)
+        and previous.get("host") == socket.gethostname()
+        and not pid_alive(int(previous.get("pid", 0)))
+    ):
+        with get_client(sync_client=True) as client:
+            try:
+                old = client.read_flow_run(previous["flow_run_id"])
+            except Exception:  # another server's run: nothing to mark here
+                old = None
+            if old is not None and old.state is not None and not old.state.is_final():
+                message = f"its process died (pid {previous['pid']}); resumed by {flow_run_id}"
+                client.set_flow_run_state(old.id, Crashed(message=message), force=True)
+                marked = str(old.id)
+                get_run_logger().warning(
+                    f"flow run {marked} was still {old.state.type.value}: {message}"
+                )
+    record = {"flow_run_id": flow_run_id, "pid": os.getpid(), "host": socket.gethostname()}
+    write_text(path, json.dumps(record) + "\n")
+    return marked
 
 
 def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) -> dict[str, str]:

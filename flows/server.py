@@ -111,7 +111,7 @@ def configured_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not; one that is our child is reaped here)."""
     with contextlib.suppress(ChildProcessError, OSError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -137,7 +137,7 @@ def read_record(home: Path) -> dict | None:
         pid, url = int(record["pid"]), str(record["api_url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if _pid_alive(pid) and api_healthy(url):
+    if pid_alive(pid) and api_healthy(url):
         return {"pid": pid, "api_url": url}
     return None
 
@@ -149,7 +149,7 @@ def _write_record(home: Path, pid: int, api_url: str) -> Path:
 
 
 def start_server(
-    home: Path, port: int | None = None, timeout: float = 120.0
+    home: Path, port: int | None = None, timeout: float = 120.0, die_with_parent: bool = True
 ) -> tuple[subprocess.Popen, str]:
     """Start ``prefect server start`` on loopback and wait until ``/api/health`` answers.
 
@@ -186,6 +186,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     deadline = time.monotonic() + timeout
     try:
@@ -206,6 +207,20 @@ def start_server(
         f"the local Prefect server did not answer {api_url}/health within {timeout:.0f} s; "
         f"see {log_path}"
     )
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: ask Linux to send it SIGTERM when the process
+    that started it dies, however it dies (even SIGKILL), so no server is left behind (not for a
+    server kept with ``keep=True``, which is meant to outlive the run)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not Linux: the server is stopped by the finally of the run
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -231,7 +246,7 @@ def stop_server(process: subprocess.Popen | int, grace: float = 20.0) -> None:
     def gone() -> bool:
         if isinstance(process, subprocess.Popen):
             return process.poll() is not None
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     send(signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -299,7 +314,7 @@ def ensure_local_server(
             yield PrefectServer(api_url=record["api_url"], pid=record["pid"], home=home)
         return
 
-    process, api_url = start_server(home, port=port, timeout=timeout)
+    process, api_url = start_server(home, port=port, timeout=timeout, die_with_parent=not keep)
     server = PrefectServer(api_url=api_url, pid=process.pid, started=True, home=home)
     try:
         with use_api_url(api_url):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -310,3 +313,98 @@ def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "error: the run did not complete" in failed.stderr
     assert "gen-6h-2000-01-03T00-m0" in failed.stderr
+
+
+def _start_run(config: Path, cwd: Path, run_id: str) -> tuple[subprocess.Popen, str]:
+    """``priorflow run`` in the background with its own local server; returns the process and
+    the API URL it prints, once the flow run has begun (its record is in the run directory)."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {"PRIORFLOW_PREFECT_HOME": str(cwd / ".prefect"), "PRIORFLOW_TORCH_THREADS": "1"}
+    process = subprocess.Popen(
+        [str(PRIORFLOW), "run", str(config), "--run-id", run_id],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    api = None
+    for line in process.stdout:
+        found = re.search(r"^prefect   (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            api = found[1] + "/api"
+            break
+    assert api is not None, "no server line"
+    record = config.parent / "runs" / run_id / ".flow-run.json"
+    deadline = time.monotonic() + 120
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert record.exists()
+    return process, api
+
+
+def _answers(api: str) -> bool:
+    from flows.server import api_healthy
+
+    return api_healthy(api, timeout=1.0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_run_leaves_no_server_and_the_next_run_marks_it_crashed(
+    tiny_world,  # noqa: F811
+    tmp_path,
+    how,
+):
+    """Attack: SIGKILL or SIGTERM of ``priorflow run``. Before, its server ran on forever (parent
+    1), later runs started new ones, and the flow run stayed RUNNING. Now the server dies with
+    the command, and the next run of the run_id marks the dead flow run Crashed and resumes."""
+    config = write_run_config(
+        tmp_path / "cfg" / "run.yaml",
+        tiny_world["model"],
+        tiny_world["archive"],
+        diffusion={"num_steps": 400, "sampler": {"type": "lms"}},
+    )
+    process, api = _start_run(config, tmp_path, "killed")
+    process.send_signal(how)
+    process.wait(timeout=120)
+    deadline = time.monotonic() + 30
+    while _answers(api) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _answers(api), "the server outlived priorflow run"
+    dead = json.loads((tmp_path / "cfg" / "runs" / "killed" / ".flow-run.json").read_text())
+
+    again = subprocess.run(
+        [
+            str(PRIORFLOW),
+            "run",
+            str(config),
+            "--run-id",
+            "killed",
+            "--keep-server",
+            "--set",
+            "diffusion.num_steps=400",
+        ],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+            "PRIORFLOW_PREFECT_HOME": str(tmp_path / ".prefect"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    kept = json.loads((tmp_path / ".prefect" / "server.json").read_text())
+    try:
+        assert again.returncode == 0, again.stdout + again.stderr
+        from prefect.client.orchestration import get_client
+
+        from flows.server import use_api_url
+
+        with use_api_url(kept["api_url"]), get_client(sync_client=True) as client:
+            old = client.read_flow_run(dead["flow_run_id"])
+        assert old.state.is_crashed(), old.state
+    finally:
+        from flows.server import stop_server
+
+        stop_server(kept["pid"])
