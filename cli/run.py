@@ -123,6 +123,7 @@ def run(
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
     from cli.progress import RunProgress
+    from cli.watch import ServerWatch
     from flows.generate import generate_priors
     from flows.server import ensure_local_server, prefect_home
 
@@ -137,7 +138,10 @@ def run(
         else:
             how = "PREFECT_API_URL"
         typer.echo(f"prefect   {server.ui_url} ({how})")
-        with RunProgress(plan):
+        with (
+            RunProgress(plan) as progress,
+            ServerWatch(server.api_url, plan.run_id, before_exit=progress.bar.stop),
+        ):
             state = generate_priors(config=run_config, check=check, return_state=True)
         flow_run_id = state.state_details.flow_run_id
         typer.echo(f"store     {Path(plan.run_dir).resolve() / 'prior.zarr'}")

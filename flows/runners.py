@@ -18,6 +18,7 @@ close when the block ends, however it ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,8 @@ def local_cluster(
 
     env = {TORCH_THREADS_ENV: str(torch_threads)}
     options = dict(
+        # A failed task is reported once, by the flow; the workers' own tracebacks are noise.
+        silence_logs=logging.CRITICAL,
         threads_per_worker=1,
         processes=True,
         resources={"GPU": gpus_per_worker},
