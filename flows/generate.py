@@ -47,7 +47,7 @@ from flows.runners import aggregation_runner, generation_runner
 from priorflow.atomic import write_text
 from priorflow.config import RunConfig
 from priorflow.core.devices import cuda_device_count
-from priorflow.plan import Job
+from priorflow.plan import Job, RunPlan
 from priorflow.run.local import job_resources
 from priorflow.run.prepare import prepare_run
 from priorflow.store import create_store, mark_path, missing_jobs, run_provenance
@@ -113,7 +113,18 @@ def generate_priors(
     provenance = run_provenance(prepared.checkpoint, flow_run_id=flow_run.id, start_time=began)
     store = create_store(run_dir, plan, config, provenance)
     logger.info(f"run {plan.run_id}: {plan.num_jobs} jobs, store {store}")
-    crash_dead_flow_run(run_dir, str(flow_run.id))
+    flow_run_id = str(flow_run.id)
+    crash_dead_flow_run(run_dir, flow_run_id)
+    try:
+        _complete(config, plan, run_dir, check)
+    finally:  # an ending this process saw: the record is only for deaths it could not report
+        release_flow_record(run_dir, flow_run_id)
+    return run_dir
+
+
+def _complete(config: RunConfig, plan: RunPlan, run_dir: str, check: bool) -> None:
+    """Generate what is missing or damaged, aggregate, fail naming missing members, check."""
+    logger = get_run_logger()
 
     damaged = damaged_jobs(run_dir, plan)
     if damaged:  # data changed after its member was marked done: generate exactly those again
@@ -156,15 +167,15 @@ def generate_priors(
             check_priors(run_dir, config.check.model_dump())
         else:
             logger.info("prior check skipped: the config says check.enabled: false")
-    return run_dir
 
 
 def crash_dead_flow_run(run_dir: str, flow_run_id: str) -> str | None:
     """Mark the run's previous flow run Crashed when the process that ran it is gone (killed: it
     could not say so itself), then record this flow run as the run's. Returns the id marked.
 
-    The record is ``<run_dir>/.flow-run.json``: flow run id, process id and host. A flow run on
-    another host is left alone (its process cannot be seen from here).
+    The record is ``<run_dir>/.flow-run.json``: flow run id, process id and host, removed when
+    the flow run ends in this process (:func:`release_flow_record`), so only a killed one leaves
+    it. A flow run on another host is left alone (its process cannot be seen from here).
     """
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
@@ -198,6 +209,17 @@ def crash_dead_flow_run(run_dir: str, flow_run_id: str) -> str | None:
     record = {"flow_run_id": flow_run_id, "pid": os.getpid(), "host": socket.gethostname()}
     write_text(path, json.dumps(record) + "\n")
     return marked
+
+
+def release_flow_record(run_dir: str, flow_run_id: str) -> None:
+    """Remove the run's flow-run record if it is this flow run's (so a finished rerun leaves
+    every byte of the run as it was)."""
+    path = Path(run_dir) / FLOW_RECORD
+    try:
+        if json.loads(path.read_text()).get("flow_run_id") == flow_run_id:
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) -> dict[str, str]:

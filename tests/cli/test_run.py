@@ -366,13 +366,16 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_marks_it_crashed(
         diffusion={"num_steps": 400, "sampler": {"type": "lms"}},
     )
     process, api = _start_run(config, tmp_path, "killed")
+    record = tmp_path / "cfg" / "runs" / "killed" / ".flow-run.json"
+    dead = json.loads(record.read_text())
     process.send_signal(how)
     process.wait(timeout=120)
     deadline = time.monotonic() + 30
     while _answers(api) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _answers(api), "the server outlived priorflow run"
-    dead = json.loads((tmp_path / "cfg" / "runs" / "killed" / ".flow-run.json").read_text())
+    # SIGTERM: the process reported its end itself; SIGKILL: the record is left for the next run
+    assert record.exists() == (how == signal.SIGKILL)
 
     again = subprocess.run(
         [
@@ -404,6 +407,7 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_marks_it_crashed(
         with use_api_url(kept["api_url"]), get_client(sync_client=True) as client:
             old = client.read_flow_run(dead["flow_run_id"])
         assert old.state.is_crashed(), old.state
+        assert not record.exists()  # a run that ends leaves no record
     finally:
         from flows.server import stop_server
 
