@@ -78,3 +78,28 @@ def slurm_job_id(environ: Mapping[str, str] | None = None) -> str | None:
     """The SLURM job this process runs in (``SLURM_JOB_ID``), or None outside SLURM."""
     environ = os.environ if environ is None else environ
     return environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID") or None
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_allocator() -> bool:
+    r"""Keep the sampler's tensors on the heap in this process (glibc ``mallopt``).
+
+    A Dask worker starts with ``MALLOC_TRIM_THRESHOLD_=65536`` (Dask's nanny sets it): glibc then
+    stops adapting its mmap threshold, so every tensor over 128 kB is ``mmap``-ed and unmapped
+    on each use, and the heap is trimmed after every free: a sampling run in a worker took about
+    twice as long as the same call outside (page faults). Raising the mmap threshold to 64 MiB
+    and the trim threshold to 256 MiB at run time restores reuse, whatever the environment the
+    worker was started with (local, an existing scheduler's, a batch job's). Returns whether it
+    was applied (glibc only). ``benchmarks/bench_worker.py`` measures it.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    )

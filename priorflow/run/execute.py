@@ -18,7 +18,12 @@ from priorflow.core.devices import visible_devices
 from priorflow.errors import ModelError
 from priorflow.models.loading import Model, load_model
 from priorflow.plan import Job
-from priorflow.run.environment import gpu_ids_from_env, pin_torch_threads, slurm_job_id
+from priorflow.run.environment import (
+    gpu_ids_from_env,
+    pin_torch_threads,
+    slurm_job_id,
+    tune_allocator,
+)
 from priorflow.store import read_mark, write_member
 
 _MODELS: dict[tuple[str, str, str], Model] = {}
@@ -87,6 +92,7 @@ def run_job(
     spec = job.spec
     devices = visible_devices()
     threads = pin_torch_threads(devices)
+    tune_allocator()  # a Dask worker's malloc settings would double the sampling time
     model = cached_model(spec.model_path, spec.model_target, str(devices[0]))
     if spec.checkpoint_sha256 and model.checkpoint_sha256 != spec.checkpoint_sha256:
         raise ModelError(
