@@ -37,7 +37,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup  ## speed ratios, measured side by side in one run
+bench: setup  ## speed ratios measured side by side, and sampler accuracy per evaluation (exact)
+	$(PY) benchmarks/bench_samplers.py
+	$(PY) benchmarks/bench_worker.py
 	$(PY) benchmarks/bench_blanket.py
 
 train-reference: setup  ## reproduce models/reference (about 15 min on 2 cores)

@@ -41,7 +41,7 @@ def test_plan_of_the_example(model: Path, tmp_path: Path):
     assert "4 generation + 1 aggregation" in out
     assert "backend slurm" in out
     assert "cpus 8, ram 64GB, time 6:00:00, partition gpu, gpus 1" in out
-    assert "lms (order=3), 64 steps, float16, overlap O=4" in out
+    assert "lms (grid=uniform, order=3), 64 steps, float16, overlap O=4" in out
     assert "dates      2: 2000-04-03T00, 2000-04-20T12" in out
     assert "store      not created" in out
     assert sorted(tmp_path.rglob("*")) == before  # wrote nothing

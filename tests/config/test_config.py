@@ -33,7 +33,7 @@ def test_original_example_validates_unchanged(example: Path):
     assert config.model_target == "best"
     assert config.diffusion.num_steps == 64
     assert config.diffusion.sampler.type == "lms"
-    assert config.diffusion.sampler.config == {"order": 3}
+    assert config.diffusion.sampler.config == {"grid": "uniform", "order": 3}
     assert config.trajectory_sizes == [72]
     assert config.num_samples_per_date == 2
     assert config.start_dates == [datetime(2000, 4, 3, 0), datetime(2000, 4, 20, 12)]
@@ -121,7 +121,7 @@ def test_overrides_are_yaml_values(example: Path):
     assert config.precision is None
     assert config.start_dates == [datetime(2001, 1, 2, 6), datetime(2001, 3, 4)]
     assert config.diffusion.sampler.type == "pc"
-    assert config.diffusion.sampler.config == {"corrections": 2, "delta": 0.01}
+    assert config.diffusion.sampler.config == {"grid": "uniform", "corrections": 2, "delta": 0.01}
     assert config.hardware.gen.gpus == "auto" and config.hardware.gen.blankets_per_gpu == 4
     assert config.hardware.gen.time_seconds == 2 * 86400
     assert config.trajectory_sizes == [24, 25, 26]
@@ -224,7 +224,7 @@ ERRORS = [
     (
         ["diffusion.sampler.type=ddim"],
         "diffusion.sampler.config.order: unknown key for sampler 'ddim'",
-        "it takes no keys",
+        "it takes grid",
     ),
     (["diffusion.sampler=lms"], "diffusion.sampler: 'lms' — must be a mapping", ""),
     (["trajectory_sizes=26-24"], "trajectory_sizes: '26-24'", "range"),

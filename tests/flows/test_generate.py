@@ -110,7 +110,7 @@ def test_store_opens_with_the_documented_layout(first_run):
         assert attrs["flow_run_id"] == str(state.state_details.flow_run_id)
         assert attrs["diffusion"] == {
             "num_steps": 5,
-            "sampler": {"type": "lms", "config": {"order": 3}},
+            "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
         }
         assert attrs["seed"] == 7 and attrs["blanket_overlap"] == 1
         assert len(attrs["checkpoint_sha256"]) == 64

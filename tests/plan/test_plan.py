@@ -64,7 +64,7 @@ def test_example_plan(example: Path):
         64,
         "float16",
         "lms",
-        {"order": 3},
+        {"grid": "uniform", "order": 3},
     )
     assert plan.run_dir == Path(load_config(example).output_dir) / "r"
 
@@ -162,7 +162,7 @@ def test_every_job_samples_with_the_one_spec(example: Path, monkeypatch):
     assert (seen["overlap"], seen["fold"], seen["blanket_batch"]) == (4, "causal", 4)
     assert (seen["sampler"], seen["sampler_config"], seen["steps"], seen["precision"]) == (
         "lms",
-        {"order": 3},
+        {"grid": "uniform", "order": 3},
         64,
         "float16",
     )
@@ -175,7 +175,7 @@ def test_format_plan_shows_the_numbers(example: Path):
     assert "4 generation + 1 aggregation" in text
     assert "cpus 8, ram 64GB, time 6:00:00, partition gpu, gpus 1" in text
     assert "cpus 4, ram 32GB, time 1:00:00, partition cpu, gpus 0" in text
-    assert "lms (order=3), 64 steps, float16" in text
+    assert "lms (grid=uniform, order=3), 64 steps, float16" in text
 
 
 def test_plan_is_pure(example: Path, tmp_path: Path):

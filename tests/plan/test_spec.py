@@ -26,7 +26,7 @@ def test_attrs_use_the_config_key_names_and_read_back(tmp_path):
     }
     assert attrs["diffusion"] == {
         "num_steps": 64,
-        "sampler": {"type": "lms", "config": {"order": 3}},
+        "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
     }
     assert SamplingSpec.from_attrs(attrs) == plan.spec
     assert (plan.spec.blanket_size, plan.spec.dt_hours, plan.spec.state_shape) == (8, 1, (2, 3, 4))

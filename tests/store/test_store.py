@@ -94,7 +94,7 @@ def test_schema_before_any_write(run):
         # the sampling spec, once, under the run config's own key names
         assert attrs["diffusion"] == {
             "num_steps": 64,
-            "sampler": {"type": "lms", "config": {"order": 3}},
+            "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
         }
         assert (attrs["blanket_overlap"], attrs["fold_mode"]) == (4, "symmetrical")
         assert (attrs["precision"], attrs["seed"], attrs["flow_run_id"]) == (
