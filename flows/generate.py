@@ -47,14 +47,14 @@ from flows.runners import aggregation_runner, generation_runner
 from priorflow.atomic import write_text
 from priorflow.config import RunConfig
 from priorflow.core.devices import cuda_device_count
-from priorflow.plan import Job, RunPlan
+from priorflow.plan import Job, RunPlan, batches, task_label
 from priorflow.run.local import job_resources
 from priorflow.run.prepare import prepare_run
 from priorflow.store import create_store, mark_path, missing_jobs, run_provenance
 from priorflow.store.integrity import damaged_jobs
 from tasks.aggregate import aggregate_size
 from tasks.check import check_priors
-from tasks.generate import generate_member
+from tasks.generate import generate_members
 
 FLOW_NAME = "prior-generation"
 FLOW_RECORD = ".flow-run.json"
@@ -225,7 +225,8 @@ def release_flow_record(run_dir: str, flow_run_id: str) -> None:
 def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) -> dict[str, str]:
     """Run every pending job on the config's task runner; the failures by job name.
 
-    As many jobs are in the workers' hands as they run at once, and the next is submitted when
+    Jobs go in tasks of ``members_per_task`` members of one size (sampled as one batch). As
+    many tasks are in the workers' hands as they run at once, and the next is submitted when
     one ends: a worker that dies (out of memory, a crash in the backbone) takes down only the
     job it was running, not every job queued on it (Dask fails all of them with KilledWorker
     once the worker died ``allowed-failures`` times).
@@ -234,27 +235,33 @@ def _generate(config: RunConfig, run_dir: str, pending: list[Job], run_id: str) 
     backend = config.hardware.backend
     n_gpus = cuda_device_count() if backend == "local" else 0
     failed: dict[str, str] = {}
-    queue = list(pending)
+    queue = batches(pending, config.members_per_task)
     with generation_runner(config.hardware, run_dir, pending, run_id=run_id, n_gpus=n_gpus) as (
         runner,
         slots,
     ):
-        running: dict[Any, Job] = {}
+        running: dict[Any, tuple[Job, ...]] = {}
         while queue or running:
             while queue and len(running) < slots:
-                job = queue.pop(0)
-                with dask.annotate(resources=job_resources(job.gpus, backend, n_gpus)):
+                jobs = queue.pop(0)
+                with dask.annotate(resources=job_resources(jobs[0].gpus, backend, n_gpus)):
                     future = runner.submit(
-                        generate_member, parameters={"job": job, "run_dir": run_dir}
+                        generate_members,
+                        parameters={
+                            "jobs": list(jobs),
+                            "run_dir": run_dir,
+                            "label": task_label(jobs),
+                        },
                     )
-                running[future] = job
+                running[future] = jobs
             future = next(as_completed(list(running)))
-            job = running.pop(future)
+            jobs = running.pop(future)
             try:
                 future.result()
             except Exception as error:  # task failure or a Dask error (KilledWorker...)
-                failed[job.name] = _one_line(error)
-                logger.error(f"{job.name} failed: {failed[job.name]}")
+                for job in jobs:
+                    failed[job.name] = _one_line(error)
+                logger.error(f"{task_label(jobs)} failed: {_one_line(error)}")
     return failed
 
 

@@ -1,8 +1,8 @@
-"""The generation task: one job = one trajectory written into the run's store.
+"""The generation task: members of one size (``members_per_task``, default one) written into the run's store.
 
-``generate_member(job, run_dir)`` runs on a Dask worker and calls
-:func:`priorflow.run.execute.run_job` (skip if done; sample with the job's spec and seed; write
-its region; mark it done), reporting the sampler's steps to a Prefect progress artifact (at most
+``generate_members(jobs, run_dir, label)`` runs on a Dask worker and calls
+:func:`priorflow.run.execute.run_jobs` (skip the done members; sample the others as one batch,
+each with its own seed; write and mark each), reporting the sampler's steps to a Prefect progress artifact (at most
 every 2 s). It returns a small record (no tensors); ``slurm_job_id`` (None outside SLURM) and
 ``gpu_ids`` (the ``CUDA_VISIBLE_DEVICES`` the job saw) say where it ran; the done mark records
 them too, with the Dask worker's name.
@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from priorflow.errors import PriorflowError
 from priorflow.plan import Job
-from priorflow.run.execute import run_job
+from priorflow.run.execute import run_jobs
 from priorflow.store import is_done
 from tasks.keys import artifact_key
 
@@ -79,26 +79,28 @@ def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(
-    name="generate-member",
-    task_run_name="{job.name}",
+    name="generate-members",
+    task_run_name="{label}",
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=_retry_unless_user_error,
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def generate_member(job: Job, run_dir: str) -> dict[str, Any]:
-    """Generate one member (see the module docstring) and return its small record."""
+def generate_members(jobs: list[Job], run_dir: str, label: str) -> list[dict[str, Any]]:
+    """Generate members of one size, sampled together (see the module docstring); one small
+    record each. ``label`` names the task run: the job's name, or the first one's ``+N``."""
     logger = get_run_logger()
     progress = None
-    if not is_done(run_dir, job):
+    if not all(is_done(run_dir, job) for job in jobs):
         run_id = Path(run_dir).name
         progress = ProgressReporter(
-            key=artifact_key("priorflow", run_id, job.name, "progress"),
-            description=f"{job.name}: sampler steps done",
+            key=artifact_key("priorflow", run_id, jobs[0].name, "progress"),
+            description=f"{label}: sampler steps done",
         )
-    result = run_job(
-        job, run_dir, progress=progress, log=logger.info, record={"worker": worker_name()}
+    results = run_jobs(
+        jobs, run_dir, progress=progress, log=logger.info, record={"worker": worker_name()}
     )
-    result["host"] = result.get("host") or socket.gethostname()
-    return result
+    for result in results:
+        result["host"] = result.get("host") or socket.gethostname()
+    return results

@@ -31,6 +31,7 @@ DEFAULT_OUTPUT_DIR = "runs"
 MAX_STEPS = 10_000  # sampler steps (Appa's default is 64)
 MAX_MEMBERS = 10_000  # members per start date
 MAX_START_DATES = 10_000
+MAX_MEMBERS_PER_TASK = 256
 StrictInt = Annotated[int, Field(strict=True)]
 
 
@@ -137,6 +138,13 @@ class RunConfig(Strict):
     )
     fold_mode: FoldMode = Field(
         default="symmetrical", description="how blanket outputs are folded into a trajectory"
+    )
+    members_per_task: StrictInt = Field(
+        default=1,
+        ge=1,
+        le=MAX_MEMBERS_PER_TASK,
+        description="members of one size sampled together in one task (one batch per backbone"
+        " call: fuller GPUs); each is written and marked on its own",
     )
     blanket_batch: StrictInt | None = Field(
         default=None, ge=1, description="blankets per backbone call; null = all at once"

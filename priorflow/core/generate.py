@@ -22,6 +22,7 @@ from priorflow.core.blanket import BlanketDenoiser, BlanketFn, BlanketPlan
 from priorflow.core.dates import timestamps
 from priorflow.core.devices import resolve_devices
 from priorflow.core.precision import resolve_precision
+from priorflow.core.sampler_base import draw_noise
 from priorflow.core.samplers import make_sampler
 from priorflow.core.schedules import Schedule
 from priorflow.core.seeds import make_generator
@@ -100,6 +101,53 @@ def generate_trajectory(
         denoiser and blanket evaluations, the blanket batch used, padded size, number of
         blankets, finite, mean, std.
     """
+    (trajectory,) = generate_trajectories(
+        model,
+        trajectory_size,
+        [start],
+        [seed],
+        overlap=overlap,
+        sampler=sampler,
+        sampler_config=sampler_config,
+        steps=steps,
+        fold=fold,
+        precision=precision,
+        blanket_batch=blanket_batch,
+        devices=devices,
+        progress=progress,
+    )
+    return trajectory
+
+
+def generate_trajectories(
+    model: SamplingModel,
+    trajectory_size: int,
+    starts: Sequence[datetime],
+    seeds: Sequence[int],
+    *,
+    overlap: int,
+    sampler: str = "lms",
+    sampler_config: dict[str, Any] | None = None,
+    steps: int | None = None,
+    fold: str = "symmetrical",
+    precision: str | None = None,
+    blanket_batch: int | None = None,
+    devices: Sequence[str | torch.device] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Trajectory]:
+    r"""Sample several trajectories of one size at once, as one batch ``(B, T_pad, *S)``.
+
+    Member ``b`` starts at ``starts[b]`` and draws all its noise from its own generator, seeded
+    by ``seeds[b]``: what it is batched with changes its trajectory only by the rounding of
+    batched arithmetic (bit for bit the same in the same batch layout). Every backbone call
+    holds the blankets of all members, which keeps a GPU busy. Arguments as
+    :func:`generate_trajectory`; one :class:`Trajectory` per member, in order, each record with
+    its own statistics and the batch's seconds and evaluations.
+    """
+    if len(starts) != len(seeds) or not starts:
+        raise ValueError(
+            f"{len(starts)} starts and {len(seeds)} seeds: give one of each per member"
+        )
     began = time.perf_counter()
     plan = BlanketPlan(trajectory_size, model.blanket_size, overlap)
     precision = resolve_precision(precision, model.trained_precision)
@@ -111,7 +159,8 @@ def generate_trajectory(
     blanket_denoiser = BlanketDenoiser(
         denoiser, plan, fold=fold, batch_size=blanket_batch, devices=devices
     )
-    dates = timestamps(start, plan.padded_size, model.dt_hours).to(device)
+    dates = torch.stack([timestamps(start, plan.padded_size, model.dt_hours) for start in starts])
+    dates = dates.to(device)  # (B, T_pad, 4)
 
     def trajectory_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return blanket_denoiser(x, sigma, dates)
@@ -119,14 +168,13 @@ def generate_trajectory(
     run = make_sampler(
         sampler, trajectory_denoiser, model.schedule, steps, **(sampler_config or {})
     )
-    generator = make_generator(seed)
-    shape = (1, plan.padded_size, *model.state_shape)
-    z = torch.randn(shape, generator=generator, dtype=torch.float32)
-    x = run((run.sigma(0) * z).to(device), generator=generator, progress=progress)
+    generators = [make_generator(seed) for seed in seeds]
+    z = draw_noise((len(seeds), plan.padded_size, *model.state_shape), generators)
+    x = run((run.sigma(0) * z).to(device), generator=generators, progress=progress)
 
-    latent = plan.trim(x)[0].float().cpu()
-    finite = bool(torch.isfinite(latent).all())
-    record = {
+    latents = plan.trim(x).float().cpu()
+    stamps = plan.trim(dates, dim=1).cpu()
+    shared = {
         "seconds": time.perf_counter() - began,
         "device": ",".join(str(d) for d in devices),
         "host": socket.gethostname(),
@@ -138,8 +186,15 @@ def generate_trajectory(
         "blanket_batch": blanket_denoiser.batch_size,
         "padded_size": plan.padded_size,
         "num_blankets": plan.num_blankets,
-        "finite": finite,
-        "mean": float(latent.mean()) if finite else float("nan"),
-        "std": float(latent.std()) if finite else float("nan"),
+        "batch": len(seeds),
     }
-    return Trajectory(latent, plan.trim(dates, dim=0).cpu(), record)
+    trajectories = []
+    for latent, stamp in zip(latents, stamps, strict=True):
+        finite = bool(torch.isfinite(latent).all())
+        record = shared | {
+            "finite": finite,
+            "mean": float(latent.mean()) if finite else float("nan"),
+            "std": float(latent.std()) if finite else float("nan"),
+        }
+        trajectories.append(Trajectory(latent.contiguous(), stamp.contiguous(), record))
+    return trajectories

@@ -8,7 +8,7 @@ takes the ``grid`` option (:mod:`priorflow.core.grids`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +20,23 @@ TrajectoryDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]
 #: The options every sampler takes.
 COMMON_DEFAULTS: dict[str, Any] = {"grid": "uniform"}
+
+
+def draw_noise(
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape``, float32: from one generator, or row by row from one
+    generator per row of the batch (``shape[0]`` of them)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        device = generator.device if generator is not None else None
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
+    generators = list(generator)
+    if len(generators) != shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {shape[0]}")
+    return torch.stack(
+        [torch.randn(tuple(shape[1:]), generator=g, dtype=torch.float32) for g in generators]
+    )
 
 
 class Sampler(ABC):
@@ -64,20 +81,18 @@ class Sampler(ABC):
     def __call__(
         self,
         x_initial: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         progress: Progress | None = None,
     ) -> torch.Tensor:
-        """Sample from ``x_initial`` (already scaled by :math:`\\sigma(t_{max})`), float32."""
+        """Sample from ``x_initial`` (already scaled by :math:`\\sigma(t_{max})`), float32.
+
+        ``generator``: one for the whole batch, or one per trajectory of the batch (each draws
+        its own noise: a trajectory does not depend on what it is batched with).
+        """
         x = x_initial.to(torch.float32)
 
         def noise() -> torch.Tensor:
-            z = torch.randn(
-                x.shape,
-                generator=generator,
-                dtype=torch.float32,
-                device=generator.device if generator is not None else x.device,
-            )
-            return z.to(x.device)
+            return draw_noise(x.shape, generator).to(x.device)
 
         with torch.no_grad():
             return self.run(x, noise, progress or (lambda i, n: None))

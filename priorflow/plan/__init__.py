@@ -6,7 +6,16 @@
 - :mod:`~priorflow.plan.text`: :func:`format_plan`.
 """
 
-from priorflow.plan.jobs import Job, JobResources, RunPlan, SizePlan, group_name, job_name
+from priorflow.plan.jobs import (
+    Job,
+    JobResources,
+    RunPlan,
+    SizePlan,
+    batches,
+    group_name,
+    job_name,
+    task_label,
+)
 from priorflow.plan.planner import (
     card_archive_path,
     make_plan,
@@ -22,6 +31,7 @@ __all__ = [
     "RunPlan",
     "SamplingSpec",
     "SizePlan",
+    "batches",
     "card_archive_path",
     "format_plan",
     "group_name",
@@ -30,4 +40,5 @@ __all__ = [
     "resolve_archive_path",
     "sampling_spec",
     "spec_differences",
+    "task_label",
 ]

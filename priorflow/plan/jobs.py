@@ -7,6 +7,7 @@ the task run's name in the Prefect UI and its done mark's name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,22 @@ def group_name(trajectory_size: int, dt_hours: int) -> str:
 def job_name(group: str, start: datetime, member: int) -> str:
     """``gen-72h-2000-04-03T00-m1``: the task run's name in the Prefect UI and the mark's name."""
     return f"gen-{group}-{date_label(start)}-m{member}"
+
+
+def batches(jobs: Sequence[Job], per_task: int) -> list[tuple[Job, ...]]:
+    """``jobs`` in tasks of at most ``per_task`` members of one size each, in order."""
+    out: list[tuple[Job, ...]] = []
+    for job in jobs:
+        if out and len(out[-1]) < per_task and out[-1][0].size == job.size:
+            out[-1] = (*out[-1], job)
+        else:
+            out.append((job,))
+    return out
+
+
+def task_label(jobs: Sequence[Job]) -> str:
+    """The task run's name: its job's name, or the first one's and how many more."""
+    return jobs[0].name if len(jobs) == 1 else f"{jobs[0].name}+{len(jobs) - 1}"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ def sampling_spec(
         seed=config.seed,
         blanket_batch=config.blanket_batch,
         checkpoint_sha256=checkpoint_sha256,
+        members_per_task=config.members_per_task,
     )
 
 

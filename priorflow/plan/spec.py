@@ -9,7 +9,7 @@ read back and compared when a run is resumed (:func:`spec_differences`).
 The walk of one setting, ``blanket_overlap``: the YAML key -> ``RunConfig.blanket_overlap`` ->
 ``SamplingSpec.blanket_overlap`` (the planner checks it against the model's ``K`` with a
 :class:`~priorflow.core.blanket.BlanketPlan` per size) -> ``Job.spec`` -> :meth:`SamplingSpec.sample`
--> ``generate_trajectory(overlap=...)`` -> the blanket fold; and the store's ``blanket_overlap``
+-> ``generate_trajectories(overlap=...)`` -> the blanket fold; and the store's ``blanket_overlap``
 attribute.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from priorflow.core.generate import SamplingModel, Trajectory, generate_trajectory
+from priorflow.core.generate import SamplingModel, Trajectory, generate_trajectories
 from priorflow.models.card import ModelCard
 
-#: Keys that do not change the samples (a resume may change them).
-EXECUTION_KEYS = ("blanket_batch",)
+#: Keys that do not change the samples (a resume may change them): how the work is batched.
+EXECUTION_KEYS = ("blanket_batch", "members_per_task")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class SamplingSpec:
         card: the model card (blanket size ``K``, ``dt_hours``, state shape, schedule...).
         num_steps [diffusion.num_steps], sampler [diffusion.sampler.type], sampler_config
             [diffusion.sampler.config]: resolved (defaults filled in).
-        blanket_overlap, fold_mode, precision (resolved), seed, blanket_batch.
+        blanket_overlap, fold_mode, precision (resolved), seed, blanket_batch,
+            members_per_task.
     """
 
     model_path: str
@@ -54,6 +55,7 @@ class SamplingSpec:
     seed: int
     blanket_batch: int | None = None
     checkpoint_sha256: str | None = field(default=None)
+    members_per_task: int = 1
 
     @property
     def blanket_size(self) -> int:
@@ -74,18 +76,19 @@ class SamplingSpec:
         self,
         model: SamplingModel,
         trajectory_size: int,
-        start: datetime,
-        seed: int,
+        starts: Sequence[datetime],
+        seeds: Sequence[int],
         *,
         devices: Sequence[str | torch.device] | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> Trajectory:
-        """One trajectory with these settings (:func:`~priorflow.core.generate.generate_trajectory`)."""
-        return generate_trajectory(
+    ) -> list[Trajectory]:
+        """Trajectories of one size with these settings, one per ``(start, seed)``, sampled as
+        one batch (:func:`~priorflow.core.generate.generate_trajectories`)."""
+        return generate_trajectories(
             model,
             trajectory_size,
-            start,
-            seed,
+            starts,
+            seeds,
             overlap=self.blanket_overlap,
             sampler=self.sampler,
             sampler_config=dict(self.sampler_config),
@@ -114,6 +117,7 @@ class SamplingSpec:
             "precision": self.precision,
             "seed": self.seed,
             "blanket_batch": self.blanket_batch,
+            "members_per_task": self.members_per_task,
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class SamplingSpec:
             seed=int(attrs["seed"]),
             blanket_batch=attrs.get("blanket_batch"),
             checkpoint_sha256=attrs.get("checkpoint_sha256"),
+            members_per_task=int(attrs.get("members_per_task") or 1),
         )
 
 

@@ -1,4 +1,4 @@
-"""One job, executed: skip it if done, else sample its trajectory, write it, mark it done.
+"""Jobs executed: skip the done ones, sample the others as one batch, write and mark each.
 
 :func:`run_job` is what a generation task calls on a worker, and what a notebook can call
 directly. It is idempotent: a job with a done mark is skipped (its mark's record is returned),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from priorflow.core.devices import visible_devices
@@ -72,49 +72,73 @@ def run_job(
     log: Callable[[str], None] = print,
     record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Generate one member into the run's store (see the module docstring).
+    """Generate one member into the run's store (:func:`run_jobs` of one job)."""
+    return run_jobs([job], run_dir, progress=progress, log=log, record=record)[0]
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    run_dir: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+    record: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Generate members of one size into the run's store, sampled together as one batch.
+
+    Members already done are skipped; the others are sampled as one batch (each from its own
+    seed), then each is written and marked on its own, so resuming and retrying stay per member.
 
     Arguments:
-        job: the job (its ``spec`` says how to sample).
+        jobs: jobs of one trajectory size (their ``spec`` says how to sample).
         run_dir: the run directory (its store made by ``create_store``).
         progress: called as ``progress(step, steps)`` after each sampler step.
-        log: where one line per job goes.
-        record: more fields for the done mark's record (e.g. the Dask worker's name).
+        log: where one line per member goes.
+        record: more fields for the done marks' records (e.g. the Dask worker's name).
 
     Returns:
-        :func:`job_record` of the job's mark, ``skipped`` when it was done already.
+        :func:`job_record` of each job's mark, in order, ``skipped`` when it was done already.
     """
-    mark = read_mark(run_dir, job)
-    if mark is not None:
-        log(f"{job.name}: already done, skipped")
-        return job_record(job, mark, skipped=True)
-
-    spec = job.spec
-    devices = visible_devices()
-    threads = pin_torch_threads(devices)
-    tune_allocator()  # a Dask worker's malloc settings would double the sampling time
-    model = cached_model(spec.model_path, spec.model_target, str(devices[0]))
-    if spec.checkpoint_sha256 and model.checkpoint_sha256 != spec.checkpoint_sha256:
-        raise ModelError(
-            f"checkpoint {model.checkpoint}: its sha256 changed since the run was planned"
-            f" ({str(model.checkpoint_sha256)[:12]} now, {spec.checkpoint_sha256[:12]} planned);"
-            " restore it or start a new run_id"
+    if len({job.size for job in jobs}) > 1:
+        raise ValueError("run_jobs: the jobs of one task have one trajectory size")
+    marks = {job.name: read_mark(run_dir, job) for job in jobs}
+    todo = [job for job in jobs if marks[job.name] is None]
+    for job in jobs:
+        if marks[job.name] is not None:
+            log(f"{job.name}: already done, skipped")
+    if todo:
+        spec = todo[0].spec
+        devices = visible_devices()
+        threads = pin_torch_threads(devices)
+        tune_allocator()  # a Dask worker's malloc settings would double the sampling time
+        model = cached_model(spec.model_path, spec.model_target, str(devices[0]))
+        if spec.checkpoint_sha256 and model.checkpoint_sha256 != spec.checkpoint_sha256:
+            raise ModelError(
+                f"checkpoint {model.checkpoint}: its sha256 changed since the run was planned"
+                f" ({str(model.checkpoint_sha256)[:12]} now, {spec.checkpoint_sha256[:12]}"
+                " planned); restore it or start a new run_id"
+            )
+        trajectories = spec.sample(
+            model,
+            todo[0].size,
+            [job.start for job in todo],
+            [job.seed for job in todo],
+            devices=devices,
+            progress=progress,
         )
-    trajectory = spec.sample(
-        model, job.size, job.start, job.seed, devices=devices, progress=progress
-    )
-    details = dict(trajectory.record)  # its blanket_batch is the one the core ended up using
-    details.update(
-        {
+        where = {
             "torch_threads": threads,
             "slurm_job_id": slurm_job_id(),
             "gpu_ids": gpu_ids_from_env(),
             **dict(record or {}),
         }
-    )
-    mark = write_member(run_dir, job, trajectory.latent, details)
-    log(
-        f"{job.name}: {details['seconds']:.1f} s on {details['device']}, "
-        f"mean {mark['mean']:+.3f}, std {mark['std']:.3f}, finite {mark['finite']}"
-    )
-    return job_record(job, mark, skipped=False)
+        for job, trajectory in zip(todo, trajectories, strict=True):
+            details = dict(trajectory.record) | where  # blanket_batch: the one the core used
+            marks[job.name] = write_member(run_dir, job, trajectory.latent, details)
+            mark = marks[job.name]
+            log(
+                f"{job.name}: {details['seconds']:.1f} s on {details['device']}"
+                f" (batch of {len(todo)}), mean {mark['mean']:+.3f}, std {mark['std']:.3f},"
+                f" finite {mark['finite']}"
+            )
+    return [job_record(job, marks[job.name], skipped=job not in todo) for job in jobs]

@@ -9,13 +9,20 @@ from pathlib import Path
 import pytest
 
 from priorflow.config import load_config
-from priorflow.core.generate import generate_trajectory
+from priorflow.core.generate import generate_trajectories
 from priorflow.core.seeds import job_seed
 from priorflow.data.archive import open_archive
 from priorflow.data.synthetic import SyntheticWorld
 from priorflow.data.synthetic_archive import write_synthetic_archive
 from priorflow.errors import ArchiveError, ConfigError
-from priorflow.plan import format_plan, job_name, make_plan, resolve_archive_path
+from priorflow.plan import (
+    batches,
+    format_plan,
+    job_name,
+    make_plan,
+    resolve_archive_path,
+    task_label,
+)
 from tests._runs import ORIGINAL_EXAMPLE, make_card, write_config
 
 
@@ -153,12 +160,12 @@ def test_every_job_samples_with_the_one_spec(example: Path, monkeypatch):
     seen: dict = {}
 
     def generate(*args, **kwargs):
-        inspect.signature(generate_trajectory).bind(*args, **kwargs)  # raises if a name is wrong
+        inspect.signature(generate_trajectories).bind(*args, **kwargs)  # a wrong name raises
         seen.update(kwargs, args=args)
 
-    monkeypatch.setattr(spec_module, "generate_trajectory", generate)
-    job.spec.sample(None, job.size, job.start, job.seed)
-    assert seen["args"][1:] == (72, datetime(2000, 4, 20, 12), job.seed)
+    monkeypatch.setattr(spec_module, "generate_trajectories", generate)
+    job.spec.sample(None, job.size, [job.start], [job.seed])
+    assert seen["args"][1:] == (72, [datetime(2000, 4, 20, 12)], [job.seed])
     assert (seen["overlap"], seen["fold"], seen["blanket_batch"]) == (4, "causal", 4)
     assert (seen["sampler"], seen["sampler_config"], seen["steps"], seen["precision"]) == (
         "lms",
@@ -166,6 +173,17 @@ def test_every_job_samples_with_the_one_spec(example: Path, monkeypatch):
         64,
         "float16",
     )
+
+
+def test_jobs_go_in_tasks_of_one_size(example: Path):
+    plan = plan_of(example, 'trajectory_sizes="24,48"', "num_samples_per_date=3")
+    tasks = batches(plan.jobs, 4)
+    assert [len(t) for t in tasks] == [4, 2, 4, 2]  # 6 jobs per size, never mixing sizes
+    assert all(len({job.size for job in t}) == 1 for t in tasks)
+    assert [job for t in tasks for job in t] == plan.jobs
+    assert task_label(tasks[0]) == f"{tasks[0][0].name}+3"
+    assert task_label(tasks[0][:1]) == tasks[0][0].name
+    assert [len(t) for t in batches(plan.jobs, 1)] == [1] * 12
 
 
 def test_format_plan_shows_the_numbers(example: Path):

@@ -23,6 +23,7 @@ def test_attrs_use_the_config_key_names_and_read_back(tmp_path):
         "precision",
         "seed",
         "blanket_batch",
+        "members_per_task",
     }
     assert attrs["diffusion"] == {
         "num_steps": 64,

@@ -111,7 +111,9 @@ def test_run_job_tunes_the_allocator_before_sampling(monkeypatch):
 
     from types import SimpleNamespace
 
-    Job = SimpleNamespace(name="j", spec=SimpleNamespace(model_path="m", model_target="best"))
+    Job = SimpleNamespace(
+        name="j", size=6, spec=SimpleNamespace(model_path="m", model_target="best")
+    )
 
     with pytest.raises(RuntimeError, match="stop"):
         execute.run_job(Job, "nowhere")

@@ -65,7 +65,7 @@ def test_run_job_writes_the_member_of_a_direct_call_then_skips(plan, monkeypatch
     def must_not_generate(*args, **kwargs):
         raise AssertionError("a done job was generated again")
 
-    monkeypatch.setattr(spec_module, "generate_trajectory", must_not_generate)
+    monkeypatch.setattr(spec_module, "generate_trajectories", must_not_generate)
     again = run_job(job, str(plan.run_dir))
     assert again["skipped"] is True
     assert {k: v for k, v in again.items() if k != "skipped"} == {
@@ -101,7 +101,7 @@ def test_other_errors_write_nothing(plan, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("not a memory problem")
 
-    monkeypatch.setattr(spec_module, "generate_trajectory", broken)
+    monkeypatch.setattr(spec_module, "generate_trajectories", broken)
     with pytest.raises(RuntimeError, match="not a memory problem"):
         run_job(plan.jobs[0], str(plan.run_dir))
     assert read_mark(plan.run_dir, plan.jobs[0]) is None
