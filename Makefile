@@ -41,6 +41,7 @@ bench: setup  ## speed ratios measured side by side, and sampler accuracy per ev
 	$(PY) benchmarks/bench_samplers.py
 	$(PY) benchmarks/bench_worker.py
 	$(PY) benchmarks/bench_blanket.py
+	$(PY) benchmarks/bench_members.py
 
 train-reference: setup  ## reproduce models/reference (about 15 min on 2 cores)
 	test -d data/archive.zarr || $(VENV)/bin/priorflow archive synth --start 2000-01-01 --end 2001-12-31 --out data/archive.zarr

@@ -40,17 +40,20 @@ class CoverageChecker(Protocol):
 MAX_JOBS = 100_000  # members in one run
 
 
-def job_memory_bytes(blankets: BlanketPlan, state_size: int, blanket_batch: int | None) -> int:
-    r"""A lower bound on the memory one job needs while it samples, in bytes (float32).
+def job_memory_bytes(
+    blankets: BlanketPlan, state_size: int, blanket_batch: int | None, members: int = 1
+) -> int:
+    r"""A lower bound on the memory one task needs while it samples, in bytes (float32).
 
-    The sampler state and its history, :math:`T_{pad} D` values each (lms keeps ``x``, the
-    denoised ``x`` and ``order`` derivatives: 6 in all at order 3), and one backbone call's
-    blankets gathered, denoised and folded, :math:`3 B K D` values, with ``B`` blankets per call.
-    The backbone's own activations come on top.
+    For :math:`M` members sampled together: the sampler state and its history,
+    :math:`M T_{pad} D` values each (lms keeps ``x``, the denoised ``x`` and ``order``
+    derivatives: 6 in all at order 3), and one backbone call's blankets gathered, denoised and
+    folded, :math:`3 B K D` values, with :math:`B` blankets per call (``blanket_batch``, else all
+    :math:`M N`). The backbone's own activations come on top.
     """
-    states = blankets.padded_size * state_size
-    batch = (blanket_batch or blankets.num_blankets) * blankets.blanket_size * state_size
-    return 4 * (6 * states + 3 * batch)
+    states = members * blankets.padded_size * state_size
+    per_call = blanket_batch or members * blankets.num_blankets
+    return 4 * (6 * states + 3 * per_call * blankets.blanket_size * state_size)
 
 
 def resolve_archive_path(config: RunConfig, card: ModelCard) -> str | None:
@@ -186,14 +189,19 @@ def _check_size(config: RunConfig, spec: SamplingSpec) -> None:
     ram = parse_bytes(config.hardware.gen.ram)
     state_size = math.prod(spec.state_shape)
     longest = BlanketPlan(max(config.trajectory_sizes), spec.blanket_size, spec.blanket_overlap)
-    need = job_memory_bytes(longest, state_size, spec.blanket_batch)
+    members = min(spec.members_per_task, config.num_samples_per_date * len(config.start_dates))
+    need = job_memory_bytes(longest, state_size, spec.blanket_batch, members)
     if need > ram:
+        what = f"a trajectory of {longest.trajectory_size:,} states needs"
+        if members > 1:
+            what = f"{members} trajectories of {longest.trajectory_size:,} states (members_per_task) need"
         raise ConfigError(
-            f"trajectory_sizes: a trajectory of {longest.trajectory_size:,} states needs at least"
-            f" {format_bytes(need)} (sampler state of {longest.padded_size:,} states and"
-            f" {spec.blanket_batch or longest.num_blankets:,} blankets per backbone call, of"
-            f" {state_size:,} values each), more than hardware.gen.ram {config.hardware.gen.ram};"
-            " sample shorter trajectories, set blanket_batch, or give the job more ram"
+            f"trajectory_sizes: {what} at least {format_bytes(need)} (sampler state of"
+            f" {members * longest.padded_size:,} states and"
+            f" {spec.blanket_batch or members * longest.num_blankets:,} blankets per backbone"
+            f" call, of {state_size:,} values each), more than hardware.gen.ram"
+            f" {config.hardware.gen.ram}; sample shorter trajectories, lower members_per_task,"
+            " set blanket_batch, or give the job more ram"
         )
 
 

@@ -244,6 +244,23 @@ i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
             ["--set", 'trajectory_sizes="900000"', "--set", 'hardware.gen.ram="1GB"'],
             "error: trajectory_sizes: a trajectory of 900,000 states needs at least",
         ),
+        (
+            None,
+            [
+                "--set",
+                'trajectory_sizes="400000"',
+                "--set",
+                "members_per_task=4",
+                "--set",
+                'hardware.gen.ram="1GB"',
+            ],
+            "error: trajectory_sizes: 4 trajectories of 400,000 states (members_per_task) need",
+        ),
+        (
+            None,
+            ["--set", "members_per_task=1000"],
+            "error: members_per_task: 1000 — must be <= 256",
+        ),
     ],
 )
 def test_unbounded_inputs_are_refused_in_one_line(model: Path, tmp_path: Path, where, args, start):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from priorflow.core.dates import timestamps
-from priorflow.core.generate import generate_trajectory
+from priorflow.core.generate import generate_trajectories, generate_trajectory
 from priorflow.core.seeds import job_seed
 from priorflow.models.loading import Model, ModelCard
 
@@ -120,3 +120,44 @@ def test_on_device(device: torch.device) -> None:
     there = generate_trajectory(model, 20, START, 4, overlap=4, devices=[device])
     assert there.latent.device.type == "cpu"
     torch.testing.assert_close(there.latent, cpu.latent, rtol=1e-3, atol=1e-3)
+
+
+def test_a_member_in_a_batch_is_the_member_alone() -> None:
+    """Batching changes a member only by the rounding of batched arithmetic: its noise comes
+    from its own generator, its dates are its own."""
+    model = small_model()
+    starts = [START, datetime(2000, 4, 3, 6), datetime(2001, 1, 1), START]
+    seeds = [job_seed(0, 30, s, m) for m, s in enumerate(starts)]
+    batch = generate_trajectories(model, 30, starts, seeds, overlap=4, steps=8)
+    assert [t.record["batch"] for t in batch] == [4] * 4
+    for start, seed, member in zip(starts, seeds, batch, strict=True):
+        alone = generate_trajectory(model, 30, start, seed, overlap=4, steps=8)
+        torch.testing.assert_close(member.latent, alone.latent, rtol=0, atol=1e-5)
+        assert torch.equal(member.timestamps, alone.timestamps)
+        assert member.record["mean"] == pytest.approx(float(member.latent.mean()))
+    assert not torch.allclose(batch[0].latent, batch[3].latent)  # same date, other seed
+
+
+def test_the_same_batch_layout_is_bit_identical() -> None:
+    model = small_model()
+    starts, seeds = [START, START], [3, 4]
+    a = generate_trajectories(model, 30, starts, seeds, overlap=4, steps=6, sampler="ddpm")
+    b = generate_trajectories(model, 30, starts, seeds, overlap=4, steps=6, sampler="ddpm")
+    assert all(torch.equal(x.latent, y.latent) for x, y in zip(a, b, strict=True))
+
+
+def test_a_stochastic_sampler_draws_each_members_noise_from_its_seed() -> None:
+    """ddpm draws fresh noise every step: member 1's trajectory is the one its seed gives alone."""
+    model = small_model()
+    batch = generate_trajectories(
+        model, 16, [START, START], [7, 8], overlap=4, steps=6, sampler="ddpm"
+    )
+    alone = generate_trajectory(model, 16, START, 8, overlap=4, steps=6, sampler="ddpm")
+    torch.testing.assert_close(batch[1].latent, alone.latent, rtol=0, atol=1e-5)
+
+
+def test_starts_and_seeds_come_in_pairs() -> None:
+    with pytest.raises(ValueError, match="one of each per member"):
+        generate_trajectories(small_model(), 16, [START, START], [1], overlap=4)
+    with pytest.raises(ValueError, match="one of each per member"):
+        generate_trajectories(small_model(), 16, [], [], overlap=4)

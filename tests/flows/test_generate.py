@@ -310,3 +310,41 @@ def test_a_loaded_config_is_not_read_again(world, tmp_path):
     run_dir = Path(state.result())
     assert run_dir == tmp_path / "runs" / "loaded-once"
     assert read_store_attrs(store_path(run_dir))["diffusion"]["num_steps"] == 3
+
+
+def test_members_per_task_batches_members_and_resumes_each(world, tmp_path):
+    """``members_per_task: 2``: 6 members of one size in 3 task runs, each named by its first
+    member and how many more; every member marked on its own and equal to a direct call (to the
+    rounding of batched arithmetic); a lost mark regenerates only its member, in a task of one."""
+    config = write_run_config(
+        tmp_path / "run.yaml",
+        world["model"],
+        world["archive"],
+        trajectory_sizes="9",
+        num_samples_per_date=3,
+        members_per_task=2,
+    )
+    state = generate_priors(str(config), run_id="batched", return_state=True)
+    assert state.is_completed(), state.message
+    plan = prepared_run(config, run_id="batched").plan
+    runs = generation_runs(state.state_details.flow_run_id, minimum=4)
+    jobs = plan.jobs
+    assert sorted(t.name for t in runs) == sorted(f"{jobs[i].name}+1" for i in (0, 2, 4))
+    model = load_model(plan.spec.model_path)
+    torch.set_num_threads(1)
+    ds = xr.open_zarr(store_path(plan.run_dir), group="9h")
+    for job in jobs:
+        stored = ds.latent.isel(start_date=job.date_index, member=job.member).values
+        direct = direct_trajectory(model, job).latent.numpy()
+        np.testing.assert_allclose(stored, direct, rtol=0, atol=1e-5, err_msg=job.name)
+        assert read_mark(plan.run_dir, job)["record"]["batch"] == 2
+    assert ds.attrs["members_per_task"] == 2
+
+    lost = jobs[3]
+    others = {j.name: mark_path(plan.run_dir, j).read_bytes() for j in jobs if j != lost}
+    mark_path(plan.run_dir, lost).unlink()
+    state = generate_priors(str(config), run_id="batched", return_state=True)
+    assert state.is_completed(), state.message
+    runs = generation_runs(state.state_details.flow_run_id, minimum=2)
+    assert [t.name for t in runs] == [lost.name]
+    assert {j.name: mark_path(plan.run_dir, j).read_bytes() for j in jobs if j != lost} == others

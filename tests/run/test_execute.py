@@ -14,8 +14,8 @@ from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.devices import visible_devices
 from priorflow.errors import ModelError
 from priorflow.models.loading import load_model
-from priorflow.run.execute import run_job
-from priorflow.store import create_store, read_mark, run_provenance, store_path
+from priorflow.run.execute import run_job, run_jobs
+from priorflow.store import create_store, mark_path, read_mark, run_provenance, store_path
 from tests._runs import direct_trajectory, prepared_run
 from tests.prefect_fixtures import tiny_world, write_run_config  # noqa: F401  (fixture)
 
@@ -125,3 +125,35 @@ def test_a_checkpoint_changed_since_the_plan_is_refused(plan, monkeypatch):
     with pytest.raises(ModelError, match="sha256 changed since the run was planned"):
         run_job(changed, str(plan.run_dir))
     assert read_mark(plan.run_dir, job) is None
+
+
+def test_run_jobs_samples_members_together_and_marks_each(plan):
+    """Two members in one task: one batch, each written and marked on its own, each the member
+    a direct call gives (to the rounding of batched arithmetic); a lost mark regenerates only
+    its member."""
+    first, second = plan.jobs
+    lines: list[str] = []
+    records = run_jobs([first, second], str(plan.run_dir), log=lines.append)
+    assert [r["name"] for r in records] == [first.name, second.name]
+    assert [r["skipped"] for r in records] == [False, False]
+    assert all("batch of 2" in line for line in lines)
+    model = load_model(plan.spec.model_path)
+    stored = zarr.open_array(str(store_path(plan.run_dir)), path=f"{first.group}/latent", mode="r")
+    for job in (first, second):
+        direct = direct_trajectory(model, job)
+        np.testing.assert_allclose(stored[0, job.member], direct.latent.numpy(), atol=1e-5, rtol=0)
+        assert read_mark(plan.run_dir, job)["record"]["batch"] == 2
+    kept = read_mark(plan.run_dir, first)
+
+    mark_path(plan.run_dir, second).unlink()
+    again = run_jobs([first, second], str(plan.run_dir), log=lines.append)
+    assert [r["skipped"] for r in again] == [True, False]
+    assert read_mark(plan.run_dir, first) == kept
+    assert read_mark(plan.run_dir, second)["record"]["batch"] == 1
+
+
+def test_run_jobs_refuses_members_of_two_sizes(tiny_world, tmp_path):  # noqa: F811
+    config = write_run_config(tmp_path / "run.yaml", tiny_world["model"], tiny_world["archive"])
+    jobs = prepared_run(config, run_id="two-sizes").plan.jobs
+    with pytest.raises(ValueError, match="one trajectory size"):
+        run_jobs([jobs[0], jobs[-1]], str(tmp_path / "runs" / "two-sizes"))
