@@ -96,7 +96,7 @@ def _print_info(path: Path) -> None:
         if key in stats:
             values = ", ".join(f"{v:+.3f}" for v in stats[key])
             typer.echo(f"{key:<12}[{values}] (per channel)")
-    world = archive.dataset.attrs.get("world")
+    world = archive.attrs.get("world")
     if world:
         typer.echo(f"world       {world.get('kind')} {world.get('kwargs')}")
 

@@ -1,4 +1,7 @@
-r"""The latent archive: encoded, standardised states in a zarr store (xarray, zarr v3).
+r"""The latent archive: encoded, standardised states, in a zarr store or Appa's HDF5 file.
+
+:func:`open_archive` opens either; Appa's HDF5 archive (``latents``, ``dates`` and the
+``stats.pth`` beside it) is described in :mod:`priorflow.data.appa_archive`. The zarr layout:
 
 Layout (what :func:`~priorflow.data.synthetic_archive.write_synthetic_archive` writes and
 :func:`open_archive` reads)::
@@ -27,6 +30,7 @@ import os
 import warnings
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,29 +51,43 @@ def _as_datetime(time: np.datetime64) -> datetime:
 
 
 class LatentArchive:
-    """An opened latent archive (lazy: data are read on demand).
+    """An opened latent archive (lazy: data are read on demand), whatever its file format.
 
     Attributes:
-        path: the store's path.
-        dataset: the lazy ``xarray.Dataset``.
+        path: the archive's path.
         dt_hours: hours between consecutive states.
         times: valid times, ``datetime64[ns]`` of shape ``(N,)``.
         state_dims: names of the state dimensions, e.g. ``("channel", "y", "x")``.
         state_shape: shape of one state, e.g. ``(4, 16, 32)``.
+        attrs: the archive's own attributes (a zarr store's, e.g. ``stats`` and ``world``).
+        standardization: how the states were standardized on reading (Appa's HDF5 archives:
+            mean, std and the sha256 of ``stats.pth``), ``None`` when they are given as stored.
+
+    ``read(index)`` reads the rows ``index`` (a slice, or sorted unique integers) as float32.
     """
 
-    def __init__(self, path: Path, dataset: Any):
+    def __init__(
+        self,
+        path: Path,
+        times: np.ndarray,
+        state_shape: tuple[int, ...],
+        read: Callable[[slice | np.ndarray], np.ndarray],
+        *,
+        state_dims: tuple[str, ...] | None = None,
+        attrs: dict[str, Any] | None = None,
+        standardization: dict[str, Any] | None = None,
+    ):
         self.path = path
-        self.dataset = dataset
-        latent = dataset[LATENT]
-        self.state_dims = tuple(str(d) for d in latent.dims[1:])
-        self.state_shape = tuple(int(s) for s in latent.shape[1:])
-        self.times = np.asarray(dataset["time"].values, dtype="datetime64[ns]")
+        self.attrs = dict(attrs or {})
+        self.standardization = standardization
+        self.state_shape = tuple(int(s) for s in state_shape)
+        self.state_dims = tuple(state_dims or (f"state_{i}" for i in range(len(state_shape))))
+        self.times = np.asarray(times, dtype="datetime64[ns]")
         if len(self.times) == 0:
             raise ArchiveError(f"archive: {path} holds no states (its time axis is empty)")
         steps = np.unique(np.diff(self.times)) if len(self.times) > 1 else np.array([])
-        attr_dt = dataset.attrs.get("dt_hours")
-        if len(steps) > 1:
+        attr_dt = self.attrs.get("dt_hours")
+        if len(steps) > 1 or (len(steps) == 1 and steps[0] <= np.timedelta64(0)):
             raise ArchiveError(
                 f"archive: {path} has an irregular time axis (steps {steps[:3] / _HOUR} h); "
                 "rewrite it with one dt"
@@ -84,7 +102,7 @@ class LatentArchive:
             self.dt_hours = int(dt)
         else:
             self.dt_hours = int(attr_dt or 1)
-        self._latent = latent.variable  # lazily indexed backend array
+        self._read = read
         self._start = self.times[0]
         self._step = np.timedelta64(self.dt_hours, "h")
 
@@ -114,7 +132,7 @@ class LatentArchive:
     @property
     def stats(self) -> dict[str, Any]:
         """The standardisation statistics stored in the attributes (``{}`` when absent)."""
-        return dict(self.dataset.attrs.get("stats", {}))
+        return dict(self.attrs.get("stats", {}))
 
     @property
     def world(self) -> Any:
@@ -122,7 +140,7 @@ class LatentArchive:
         the ``world`` attribute), or ``None`` for an archive of real data. Its exact statistics
         are the truth the archive samples; ``write_exact_model(dir, **archive.world.kwargs)``
         gives its exact model."""
-        description = self.dataset.attrs.get("world")
+        description = self.attrs.get("world")
         if not description or "kwargs" not in description:
             return None
         from priorflow.data.synthetic import SyntheticWorld
@@ -175,16 +193,15 @@ class LatentArchive:
             return np.zeros((0, *self.state_shape), dtype=np.float32)
         lo, hi = int(index.min()), int(index.max()) + 1
         if hi - lo <= 4 * len(index):  # nearly contiguous: one slice read
-            block = np.asarray(self._latent[lo:hi].values, dtype=np.float32)
-            out = block[index - lo]
+            out = self._read(slice(lo, hi))[index - lo]
         else:
             unique, inverse = np.unique(index, return_inverse=True)
-            out = np.asarray(self._latent[unique].values, dtype=np.float32)[inverse]
+            out = self._read(unique)[inverse.reshape(-1)]
         return out.reshape(*times.shape, *self.state_shape)
 
     def load(self) -> np.ndarray:
         """All states in memory: float32 ``(N, *state_shape)`` (for training)."""
-        return np.asarray(self._latent.values, dtype=np.float32)
+        return self._read(slice(None))
 
     def climatology(self, times: Any, window_days: float = 15) -> np.ndarray:
         """Smoothed day-of-year/hour climatology at ``times`` (any valid times, not necessarily in
@@ -227,20 +244,39 @@ def _hour(times: np.ndarray) -> np.ndarray:
 # open
 
 
-def open_archive(path: str | os.PathLike) -> LatentArchive:
-    """Open the latent archive at ``path`` (lazily).
+def open_archive(path: str | os.PathLike, standardize: bool = True) -> LatentArchive:
+    """Open the latent archive at ``path`` (lazily): a zarr store, or Appa's HDF5 file.
 
-    Raises :class:`ArchiveError` (one line, naming the path) when it is missing, not a zarr
-    store, has no ``latent`` variable, or no regular ``time`` axis.
+    Arguments:
+        path: a zarr store (``latent(time, ...)``, this module's layout) or an HDF5 file
+            (``latents``, ``dates``: :mod:`priorflow.data.appa_archive`).
+        standardize: for an HDF5 archive, give the states standardized with the ``stats.pth``
+            beside it, as Appa's training saw them (zarr archives are stored standardized).
+
+    Raises :class:`ArchiveError` (one line, naming the path) when it is missing, neither format,
+    has no ``latent`` variable, or no regular time axis.
     """
-    import xarray as xr
-
     path = Path(path)
     if not path.exists():
         raise ArchiveError(
             f"archive: {path} does not exist; create it with "
             f"'priorflow archive synth --start 2000-01-01 --end 2001-12-31 --out {path}'"
         )
+    if path.is_file():
+        from priorflow.data.appa_archive import is_hdf5, open_hdf5_archive
+
+        if is_hdf5(path):
+            return open_hdf5_archive(path, standardize=standardize)
+        raise ArchiveError(
+            f"archive: {path} is not a zarr store (a file, and not HDF5 either); give a zarr"
+            " store (a folder) or Appa's HDF5 latent archive"
+        )
+    return _open_zarr_archive(path)
+
+
+def _open_zarr_archive(path: Path) -> LatentArchive:
+    import xarray as xr
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -267,4 +303,16 @@ def open_archive(path: str | os.PathLike) -> LatentArchive:
             f"archive: {path}: coordinate 'time' is {dataset['time'].dtype}, not datetime64; "
             "store CF-encoded times (xarray does this for datetime64 values)"
         )
-    return LatentArchive(path, dataset)
+    variable = latent.variable  # lazily indexed backend array
+
+    def read(index: slice | np.ndarray) -> np.ndarray:
+        return np.asarray(variable[index].values, dtype=np.float32)
+
+    return LatentArchive(
+        path,
+        dataset["time"].values,
+        tuple(int(s) for s in latent.shape[1:]),
+        read,
+        state_dims=tuple(str(d) for d in latent.dims[1:]),
+        attrs=dict(dataset.attrs),
+    )

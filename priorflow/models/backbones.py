@@ -27,8 +27,8 @@ from typing import Any
 
 from torch import nn
 
-from priorflow.errors import ModelError
-from priorflow.models.card import one_line
+from priorflow.errors import ModelError, PriorflowError
+from priorflow.models.card import CARD_NAME, ModelCard, one_line
 
 BACKBONE_GROUP = "priorflow.backbones"
 
@@ -102,3 +102,56 @@ def _import(target: str, path: str) -> Any:
                 " fix the name after ':'"
             ) from None
     return obj
+
+
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` names a keyword parameter ``name`` (``**kwargs`` does not count)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        parameter.POSITIONAL_OR_KEYWORD,
+        parameter.KEYWORD_ONLY,
+    )
+
+
+def build_backbone(card: ModelCard) -> nn.Module:
+    """Build the (untrained) backbone named by ``card.backbone``.
+
+    ``card.state_shape`` is passed as the keyword ``state_shape`` when the callable names that
+    parameter and the card's ``backbone.kwargs`` do not set it (if they do, the two must agree). The
+    backbone validates the shape at construction; a rejection is a one-line ``ModelError``.
+    """
+    target = card.backbone.target
+    factory = resolve_target(target)
+    kwargs = dict(card.backbone.kwargs)
+    shape = tuple(card.state_shape)
+    if "state_shape" in kwargs:
+        if tuple(kwargs["state_shape"]) != shape:
+            raise ModelError(
+                f"backbone.kwargs.state_shape: {tuple(kwargs['state_shape'])} differs from the"
+                f" card's state_shape {shape}; remove it from kwargs or make them equal"
+            )
+        kwargs["state_shape"] = shape
+    elif _accepts(factory, "state_shape"):
+        kwargs["state_shape"] = shape
+    try:
+        backbone = factory(**kwargs)
+    except TypeError as error:
+        raise ModelError(
+            f"backbone.kwargs: {target} does not accept {sorted(card.backbone.kwargs)}:"
+            f" {one_line(error)}; fix the kwargs in {CARD_NAME}"
+        ) from None
+    except (ValueError, PriorflowError) as error:
+        raise ModelError(
+            f"state_shape: backbone {target} rejects state_shape {shape} with kwargs"
+            f" {card.backbone.kwargs}: {one_line(error)}"
+        ) from None
+    if not isinstance(backbone, nn.Module):
+        raise ModelError(
+            f"backbone.target: {target} returned {type(backbone).__name__}, not a torch"
+            " nn.Module; name a callable that builds the network"
+        )
+    return backbone

@@ -11,29 +11,22 @@ one-line :class:`~priorflow.errors.ModelError` naming the path or key and the fi
 from __future__ import annotations
 
 import hashlib
-import inspect
 import pickle
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.schedules import Schedule, make_schedule
-from priorflow.errors import ModelError, PriorflowError
-from priorflow.models.backbones import resolve_target
-from priorflow.models.card import (
-    CARD_NAME,
-    CHECKPOINTS,
-    ModelCard,
-    find_card,
-    one_line,
-    read_card,
-)
+from priorflow.errors import ModelError
+from priorflow.models.backbones import build_backbone
+from priorflow.models.card import ModelCard, one_line
+from priorflow.models.formats import ModelSource, open_model_source
+
+__all__ = ["Model", "ModelCheck", "build_backbone", "check_model", "load_model"]
 
 
 @dataclass
@@ -82,78 +75,13 @@ class Model:
         return PreconditionedDenoiser(self.backbone, precision).eval()
 
 
-def _accepts(factory: Callable[..., Any], name: str) -> bool:
-    """Whether ``factory`` names a keyword parameter ``name`` (``**kwargs`` does not count)."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (
-        parameter.POSITIONAL_OR_KEYWORD,
-        parameter.KEYWORD_ONLY,
-    )
-
-
-def build_backbone(card: ModelCard) -> nn.Module:
-    """Build the (untrained) backbone named by ``card.backbone``.
-
-    ``card.state_shape`` is passed as the keyword ``state_shape`` when the callable names that
-    parameter and the card's ``backbone.kwargs`` do not set it (if they do, the two must agree). The
-    backbone validates the shape at construction; a rejection is a one-line ``ModelError``.
-    """
-    target = card.backbone.target
-    factory = resolve_target(target)
-    kwargs = dict(card.backbone.kwargs)
-    shape = tuple(card.state_shape)
-    if "state_shape" in kwargs:
-        if tuple(kwargs["state_shape"]) != shape:
-            raise ModelError(
-                f"backbone.kwargs.state_shape: {tuple(kwargs['state_shape'])} differs from the"
-                f" card's state_shape {shape}; remove it from kwargs or make them equal"
-            )
-        kwargs["state_shape"] = shape
-    elif _accepts(factory, "state_shape"):
-        kwargs["state_shape"] = shape
-    try:
-        backbone = factory(**kwargs)
-    except TypeError as error:
-        raise ModelError(
-            f"backbone.kwargs: {target} does not accept {sorted(card.backbone.kwargs)}:"
-            f" {one_line(error)}; fix the kwargs in {CARD_NAME}"
-        ) from None
-    except (ValueError, PriorflowError) as error:
-        raise ModelError(
-            f"state_shape: backbone {target} rejects state_shape {shape} with kwargs"
-            f" {card.backbone.kwargs}: {one_line(error)}"
-        ) from None
-    if not isinstance(backbone, nn.Module):
-        raise ModelError(
-            f"backbone.target: {target} returned {type(backbone).__name__}, not a torch"
-            " nn.Module; name a callable that builds the network"
-        )
-    return backbone
-
-
 def checkpoint_path(path: str | Path, target: str = "best") -> Path:
-    """The checkpoint file of ``target`` (``best`` or ``last``) in the model directory ``path``.
+    """The checkpoint file of ``target`` (``best`` or ``last``) of the model at ``path``.
 
     Raises :class:`ModelError` when the target is unknown or its file is missing, saying
     whether the other target's file exists.
     """
-    if target not in CHECKPOINTS:
-        raise ModelError(f"model_target: {target!r} is not a target; use best or last")
-    directory = find_card(path).parent
-    file = directory / CHECKPOINTS[target]
-    if file.is_file():
-        return file
-    other = "last" if target == "best" else "best"
-    other_file = directory / CHECKPOINTS[other]
-    if other_file.is_file():
-        hint = f"{other_file.name} exists: use model_target: {other}"
-    else:
-        hint = f"{other_file.name} is missing too: train the model or copy its checkpoints there"
-    raise ModelError(f"model_target: {target}: checkpoint {file} does not exist; {hint}")
+    return open_model_source(path).checkpoint(target)
 
 
 def read_state_dict(file: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -226,13 +154,29 @@ def _fit_message(backbone: nn.Module, state: dict[str, torch.Tensor]) -> str | N
     return "; ".join(parts) or None
 
 
+def _fitted(source: ModelSource, network: nn.Module, file: Path, state: dict) -> None:
+    """Raise one line unless ``state`` holds exactly ``network``'s tensors with their shapes."""
+    problem = _fit_message(network, state)
+    if problem:
+        card = source.card
+        what = (
+            f"backbone {card.backbone.target} with kwargs {card.backbone.kwargs} and state_shape"
+            f" {tuple(card.state_shape)}"
+            if source.format == "priorflow"
+            else f"the backbone Appa builds for lap config K={card.blanket_size}, state"
+            f" {tuple(card.state_shape)}"
+        )
+        raise ModelError(f"checkpoint {file} does not fit {what}: {problem}")
+
+
 def load_model(
     path: str | Path, target: str = "best", device: str | torch.device = "cpu"
 ) -> Model:
-    """Load the model directory ``path``: card, backbone and the ``target`` checkpoint.
+    """Load the model at ``path``: card, backbone and the ``target`` checkpoint.
 
     Arguments:
-        path: model directory holding ``card.yaml`` and ``model_best.pt``/``model_last.pt``.
+        path: a priorflow model directory (``card.yaml``, ``model_best.pt``/``model_last.pt``)
+            or an Appa lap folder (``config.yaml``, ``model_best.pth``/``model_last.pth``).
         target: ``best`` (best validation loss) or ``last`` (end of training).
         device: where the backbone's parameters go.
 
@@ -242,28 +186,22 @@ def load_model(
     Raises:
         ModelError: one line, for every problem with the directory, card or checkpoint.
     """
-    card_path = find_card(path)
-    card = read_card(card_path)
-    file = checkpoint_path(card_path, target)
-    backbone = build_backbone(card)
+    source = open_model_source(path)
+    file = source.checkpoint(target)
+    backbone, network = source.build("cpu")
     state = read_state_dict(file)
-    problem = _fit_message(backbone, state)
-    if problem:
-        raise ModelError(
-            f"checkpoint {file} does not fit backbone {card.backbone.target} with kwargs"
-            f" {card.backbone.kwargs} and state_shape {tuple(card.state_shape)}: {problem}"
-        )
+    _fitted(source, network, file, state)
     try:
-        backbone.load_state_dict(state, strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ModelError(
             f"checkpoint {file} does not fit the backbone: {one_line(error)}"
         ) from None
     backbone.to(device).eval()
     return Model(
-        card=card,
+        card=source.card,
         backbone=backbone,
-        path=card_path.parent,
+        path=source.path,
         checkpoint=file,
         checkpoint_sha256=file_sha256(file),
     )
@@ -276,35 +214,30 @@ class ModelCheck:
     card: ModelCard
     checkpoint: Path
     checkpoint_sha256: str
+    format: str = "priorflow"
 
 
 def check_model(path: str | Path, target: str = "best") -> ModelCheck:
     """Check that :func:`load_model` would succeed, without the weights' memory or compute.
 
-    The card is read; its backbone is built on the ``meta`` device (no memory; on the CPU if it
-    cannot be built there); the checkpoint is memory-mapped, weights only, and must hold exactly
-    the backbone's tensors with their shapes.
+    The card is read (a lap's config); the backbone is built on the ``meta`` device (no memory;
+    on the CPU if it cannot be built there); the checkpoint is memory-mapped, weights only, and
+    must hold exactly the backbone's tensors with their shapes.
 
     Raises:
         ModelError: one line, as :func:`load_model` would.
     """
-    card_path = find_card(path)
-    card = read_card(card_path)
-    file = checkpoint_path(card_path, target)
+    source = open_model_source(path)
+    file = source.checkpoint(target)
     try:
         with torch.device("meta"):
-            backbone = build_backbone(card)
+            _, network = source.build("meta")
     except ModelError:
         raise
     except Exception:  # a backbone that computes real values when it is built
-        backbone = build_backbone(card)
-    problem = _fit_message(backbone, read_state_dict(file, mmap=True))
-    if problem:
-        raise ModelError(
-            f"checkpoint {file} does not fit backbone {card.backbone.target} with kwargs"
-            f" {card.backbone.kwargs} and state_shape {tuple(card.state_shape)}: {problem}"
-        )
-    return ModelCheck(card, file, file_sha256(file))
+        _, network = source.build("cpu")
+    _fitted(source, network, file, read_state_dict(file, mmap=True))
+    return ModelCheck(source.card, file, file_sha256(file), source.format)
 
 
 def file_sha256(file: Path) -> str:

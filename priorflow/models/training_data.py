@@ -43,7 +43,7 @@ class TrainingData:
         from priorflow.data.archive import open_archive
 
         archive = open_archive(path)
-        world = archive.dataset.attrs.get("world")
+        world = archive.attrs.get("world")
         return cls(
             archive.load(),
             np.asarray(archive.times),

@@ -16,7 +16,7 @@ import yaml
 
 from cli import main
 from priorflow.data.synthetic_archive import DEFAULT_ARCHIVE_RANGE, synthetic_archive_spec
-from priorflow.models.loading import read_card
+from priorflow.models.card import read_card
 from tests.prefect_fixtures import (
     copy_model_with_target,
     prefect_api,  # noqa: F401  (fixture)

@@ -11,7 +11,8 @@ from torch import nn
 from priorflow.core.dates import timestamps
 from priorflow.core.generate import generate_trajectories, generate_trajectory
 from priorflow.core.seeds import job_seed
-from priorflow.models.loading import Model, ModelCard
+from priorflow.models.card import ModelCard
+from priorflow.models.loading import Model
 
 
 class SmallBackbone(nn.Module):

@@ -269,7 +269,7 @@ def test_cli_synth_and_info(tmp_path, capsys):
     assert exit_.value.code == 0
     archive = open_archive(out)
     assert len(archive) == 48 and archive.state_shape == (2, 4, 8)
-    assert archive.dataset.attrs["seed"] == 3
+    assert archive.attrs["seed"] == 3
     with pytest.raises(SystemExit) as exit_:
         main(["archive", "info", str(out)])
     assert exit_.value.code == 0

@@ -220,7 +220,8 @@ def test_exact_backbone_rejects_a_wrong_shape():
 
 
 def test_write_exact_model_loads_through_the_card(tmp_path):
-    from priorflow.models.loading import CHECKPOINTS, load_model
+    from priorflow.models.card import CHECKPOINTS
+    from priorflow.models.loading import load_model
 
     path = write_exact_model(tmp_path / "exact", blanket_size=6, dt_hours=1, seed=3)
     card = yaml.safe_load((path / "card.yaml").read_text())

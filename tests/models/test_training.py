@@ -11,7 +11,8 @@ from torch import nn
 
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.models.loading import load_model, read_card
+from priorflow.models.card import read_card
+from priorflow.models.loading import load_model
 from priorflow.models.training import (
     STATE_NAME,
     TrainConfig,

@@ -1,0 +1,1 @@
+"""Stand-in for Appa's package in priorflow's tests (see ../README.md)."""
