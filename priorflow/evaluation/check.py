@@ -72,6 +72,7 @@ from priorflow.errors import ArchiveError, CheckError, ConfigError, StoreError
 from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
 from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
+from priorflow.models.appa import card_standardizes
 from priorflow.plan import card_archive_path
 from priorflow.safe_yaml import load_yaml
 from priorflow.store import has_store, open_group, read_store_attrs, store_path
@@ -221,7 +222,10 @@ def run_check(
     config = load_check_config(run_dir) if thresholds is None else CheckConfig.parse(thresholds)
     attrs = read_store_attrs(store)
     if not hasattr(archive, "states"):
-        archive = open_archive(archive if archive is not None else resolve_archive(run_dir, attrs))
+        archive = open_archive(
+            archive if archive is not None else resolve_archive(run_dir, attrs),
+            standardize=card_standardizes((attrs.get("card") or {}).get("metadata") or {}),
+        )
     groups = list(attrs["priorflow_schema"]["groups"])
     _, problems = verify_run(run_dir)  # the data is what the members wrote, or no verdict
     refuse_damage(problems, f"run {run_dir}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,9 +255,10 @@ def lap_card(lap: AppaLap) -> ModelCard:
         ) from None
 
 
-def card_standardizes(card: ModelCard) -> bool:
-    """Whether a run of ``card`` compares with the archive standardized (Appa laps: as trained)."""
-    appa = card.metadata.get("appa") if card.metadata.get("format") == "appa" else None
+def card_standardizes(metadata: Mapping[str, Any]) -> bool:
+    """Whether a model with this card ``metadata`` sees an HDF5 archive standardized with its
+    ``stats.pth``: yes, unless it is an Appa lap trained with ``train.standardize: false``."""
+    appa = metadata.get("appa") if metadata.get("format") == "appa" else None
     return bool(appa.get("standardize", True)) if isinstance(appa, dict) else True
 
 

@@ -134,6 +134,9 @@ class RunPlan:
     sizes: tuple[SizePlan, ...]
     aggregate_resources: JobResources
     archive_path: str | None = None
+    #: How the archive's states were standardized (Appa: mean, std, sha256 of stats.pth), so a
+    #: decoder can undo it; ``None`` for an archive stored standardized (or none).
+    standardization: dict[str, Any] | None = None
 
     @property
     def jobs(self) -> list[Job]:

@@ -171,6 +171,7 @@ def make_plan(
         sizes=tuple(sizes),
         aggregate_resources=_job_resources(hardware.aggregate, aggregate_gpus),
         archive_path=resolve_archive_path(config, card),
+        standardization=getattr(archive, "standardization", None),
     )
 
 

@@ -17,6 +17,7 @@ from priorflow.config import RunConfig
 from priorflow.core.devices import cuda_device_count
 from priorflow.data.archive import LatentArchive, open_archive
 from priorflow.data.synthetic_archive import synthetic_archive_spec
+from priorflow.models.appa import card_standardizes
 from priorflow.models.card import ModelCard
 from priorflow.models.loading import check_model
 from priorflow.plan import RunPlan, make_plan, resolve_archive_path
@@ -84,7 +85,7 @@ def prepare_run(
         missing = False
     archive = None
     if archive_path is not None and (require_archive or not missing):
-        archive = open_archive(archive_path)
+        archive = open_archive(archive_path, standardize=card_standardizes(card.metadata))
     if gpus_available is None and config.hardware.backend == "local":
         gpus_available = cuda_device_count()
     plan = make_plan(

@@ -16,7 +16,10 @@ trajectory size, named by its span ``T0 * dt`` in hours, with
   flow run id, start and end time).
 
 The root holds the same spec and provenance, plus ``priorflow_schema`` (dates, members, state
-shape and dimension names, the groups).
+shape and dimension names, the groups), ``archive`` (the run's latent archive) and
+``standardization``: how that archive's states were standardized for the model (an Appa HDF5
+archive: the per-channel ``mean`` and ``std`` and the sha256 of ``stats.pth``; the samples live in
+that space, and ``std * z + mean`` undoes it), or null for an archive stored standardized.
 """
 
 from __future__ import annotations
@@ -188,6 +191,7 @@ def _create(
     attrs = to_json(
         {"title": "priorflow prior trajectories", "run_id": plan.run_id}
         | plan.spec.attrs()
+        | {"archive": plan.archive_path, "standardization": plan.standardization}
         | {"flow_run_id": None, "start_time": None}
         | dict(provenance or {})
     )

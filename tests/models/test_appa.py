@@ -58,7 +58,7 @@ def test_the_card_comes_from_the_lap_config(tree):
     assert card.denoising_steps == 16 and card.precision == "float16"
     assert card.archive == "../../../era5.h5"
     assert (tree / card.archive).resolve() == (tree.parents[2] / "era5.h5").resolve()
-    assert card.metadata["format"] == "appa" and card_standardizes(card)
+    assert card.metadata["format"] == "appa" and card_standardizes(card.metadata)
     assert card.metadata["appa"]["backbone"] == {"name": "vit_small", "hid_channels": 8}
 
 
