@@ -71,9 +71,11 @@ def _import(target: str, path: str) -> Any:
     """The object ``"module:attribute"`` names (the attribute may be dotted)."""
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute or ":" in attribute:
+        names = ", ".join(sorted(registered_backbones())) or "none"
         raise ModelError(
-            f"backbone.target: {target!r} is not a registered backbone nor 'module:Class'; use"
-            " e.g. 'reference' or 'priorflow.models.reference:ReferenceBackbone'"
+            f"backbone.target: {target!r} is not a registered backbone (registered: {names})"
+            " nor 'module:Class'; install the package that registers it, or name one, e.g."
+            " 'reference' or 'priorflow.models.reference:ReferenceBackbone'"
         )
     try:
         module = importlib.import_module(module_name)
