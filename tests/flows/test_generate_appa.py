@@ -129,3 +129,12 @@ def test_the_seed_yaml_runs_an_appa_lap_on_slurm(appa_env, local_runs, slurm_clu
     np.testing.assert_array_equal(latents(runs / "appa-slurm"), latents(runs / "appa"))
     in_jobs = [c for c in factory_calls(appa_env["log"])[before:] if c["device"] == "cpu"]
     assert in_jobs and all(c["slurm"] and c["slurm"].isdigit() for c in in_jobs)
+
+
+def test_the_prior_check_reads_the_archive_standardized(appa_env, local_runs):
+    """The check opens the lap's HDF5 archive standardized (it needs stats.pth to run)."""
+    from priorflow.evaluation.check import run_check
+
+    result = run_check(appa_env["root"] / "runs" / "appa", {"plots": False})
+    assert result.numbers["72h"], result.numbers
+    assert result.report.is_file()
