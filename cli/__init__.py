@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from cli import archive, check, export, model, plan, run, train, verify
+from cli import archive, check, export, model, plan, run, train, ui, verify
 from priorflow.errors import PriorflowError
 
 #: The command modules; each defines ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = (run, plan, check, verify, export, archive, model, train)
+COMMAND_MODULES = (run, plan, check, verify, export, archive, model, train, ui)
 
 
 def build_app() -> typer.Typer:

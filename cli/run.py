@@ -27,7 +27,9 @@ Prefect, Dask and torch are imported only inside the command.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,10 @@ def run(
     ),
 ) -> None:
     """Generate a run's prior trajectories with the prior-generation flow (Prefect + Dask)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        # The embedded default: the server priorflow starts has analytics off, and so has this
+        # client (read when Prefect is imported; its first-run notice would tear the display).
+        os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.preflight import check_where_jobs_run
     from flows.run_config import load_run_config
     from priorflow.run.prepare import check_resumable, prepare_run
@@ -127,6 +133,12 @@ def run(
     from flows.generate import generate_priors
     from flows.server import ensure_local_server, prefect_home
 
+    terminal = sys.stdout.isatty()
+    if terminal and run_config.hardware.backend == "local":
+        # Local workers share this terminal; their console logs would tear the live display.
+        # Each member's end is shown above it instead, and every log still reaches the API.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
     # The in-process Dask scheduler's INFO lines (worker registration...) are noise here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminated(plan.run_id))
@@ -139,13 +151,18 @@ def run(
             how = "PREFECT_API_URL"
         typer.echo(f"prefect   {server.ui_url} ({how})")
         with (
-            RunProgress(plan) as progress,
-            ServerWatch(server.api_url, plan.run_id, before_exit=progress.bar.stop),
+            RunProgress(plan, server.api_url, terminal=terminal) as progress,
+            ServerWatch(server.api_url, plan.run_id, before_exit=progress.stop_display),
         ):
             state = generate_priors(config=run_config, check=check, return_state=True)
         flow_run_id = state.state_details.flow_run_id
         typer.echo(f"store     {Path(plan.run_dir).resolve() / 'prior.zarr'}")
         typer.echo(f"flow run  {server.flow_run_url(flow_run_id)}")
+        if server.started and not keep_server:
+            typer.echo(
+                "          the server stopped with this run; to browse it:"
+                f" priorflow ui --port {server.port} (or run with --keep-server)"
+            )
     if not state.is_completed():
         message = " ".join(str(state.message or state.type.value).split())
         typer.echo(f"error: the run did not complete: {message}", err=True)

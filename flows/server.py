@@ -73,6 +73,13 @@ class PrefectServer:
         """The UI page of one flow run."""
         return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
 
+    @property
+    def port(self) -> int | None:
+        """The API's port (``None`` when the URL names none)."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.api_url).port
+
 
 def prefect_home() -> Path:
     """Where a local Prefect server keeps its database: ``$PRIORFLOW_PREFECT_HOME`` or ``.prefect``."""

@@ -9,13 +9,9 @@ Without Chromium the tests skip here and fail under CI (``apt-get install -y chr
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import in_ci
+from tests.browser import browse, chromium
 from tests.deploy_fixtures import (
     api_post,
     artifacts,
@@ -29,45 +25,7 @@ from tests.deploy_fixtures import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-__all__ = ["deployed", "nightly_run", "on_demand_run", "prefect_server"]  # fixtures
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=15000",
-    "--window-size=1400,900",
-]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    reason = "Chromium is not installed (apt-get install -y chromium)"
-    if in_ci():
-        pytest.fail(f"{reason}; .ci/run must provide it", pytrace=False)
-    pytest.skip(reason)
-
-
-def browse(chromium: str, url: str, profile: Path, *args: str) -> str:
-    """Open ``url`` headless; the rendered DOM (``--dump-dom``) or Chromium's output."""
-    result = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+__all__ = ["chromium", "deployed", "nightly_run", "on_demand_run", "prefect_server"]  # fixtures
 
 
 def test_flow_run_page_shows_named_task_runs_and_artifacts(
