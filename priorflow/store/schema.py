@@ -65,7 +65,7 @@ SCHEMA_VERSION = 3  # 3: flat attributes, CF attributes and time encoding (2: ne
 CONVENTIONS = "CF-1.10"
 #: How the time coordinates are stored (CF; every state is on a whole hour).
 TIME_ENCODING = {
-    "units": "hours since 1970-01-01 00:00:00",
+    "units": "hours since 1970-01-01",
     "calendar": "proleptic_gregorian",
     "dtype": "int64",
 }
