@@ -8,11 +8,13 @@ lists them (``priorflow-<run_id>-<group>-members`` / ``-report`` / ``-store``):
 - a table of members: size, date, member, seed, seconds, device, worker host, SLURM job id and
   GPU ids the job saw, mean, std, finite;
 - a markdown report: config summary, plan, timings, where the store is and how to open it;
-- a link to the store.
+- a link to the store, its description giving the path as text (a browser does not open a
+  ``file://`` link from the UI) and the line that opens it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -34,6 +36,14 @@ def artifact_keys(run_id: str, group: str) -> dict[str, str]:
         kind: artifact_key("priorflow", run_id, group, kind)
         for kind in ("members", "report", "store")
     }
+
+
+def store_description(run_id: str, group: str, store: Path) -> str:
+    """The store link's description (markdown): the path as text and how to open the group."""
+    return (
+        f"priorflow {run_id}: the zarr store (group {group}) at `{store}` — open it with"
+        f' `xarray.open_zarr("{store}", group="{group}")`'
+    )
 
 
 @task(name="aggregate-size", task_run_name="aggregate-{size}", cache_policy=NO_CACHE)
@@ -59,7 +69,7 @@ def aggregate_size(run_dir: str, size: int | str) -> dict[str, Any]:
         store.as_uri(),
         link_text=str(store),
         key=keys["store"],
-        description=f"priorflow {run_id}: the zarr store (group {group})",
+        description=store_description(run_id, group, store),
     )
     state = "unchanged" if summary.get("unchanged") else "aggregated"
     logger.info(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from priorflow.errors import StoreError
+from priorflow.store.attributes import flat_attrs, nested_attrs
 from priorflow.store.integrity import member_problem
 from priorflow.store.layout import (
     MARKS_DIR,
@@ -66,7 +67,7 @@ def aggregate(run_dir: str | os.PathLike[str], size: int | str) -> dict[str, Any
         raw = _read_marks(marks_dir, names, group)
         marks_sha256 = _marks_digest(raw)
         node = zarr.open_group(str(store), path=group, mode="r+")
-        previous = node.attrs.asdict()
+        previous = nested_attrs(node.attrs.asdict())
         if previous.get("aggregated") and previous.get("marks_sha256") == marks_sha256:
             return dict(previous["summary"], unchanged=True)
 
@@ -86,12 +87,14 @@ def aggregate(run_dir: str | os.PathLike[str], size: int | str) -> dict[str, Any
             }
         )
         node.attrs.update(
-            {
-                "aggregated": True,
-                "end_time": end_time,
-                "marks_sha256": marks_sha256,
-                "summary": summary,
-            }
+            flat_attrs(
+                {
+                    "aggregated": True,
+                    "end_time": end_time,
+                    "marks_sha256": marks_sha256,
+                    "summary": summary,
+                }
+            )
         )
         consolidate(store)
     return dict(summary, unchanged=False)

@@ -1,6 +1,11 @@
-"""Export a finished run to the original script's layout, for existing evaluation scripts.
+"""Export a finished run to other layouts: ``pt`` (here) and ``netcdf``
+(:mod:`~priorflow.store.export_netcdf`).
 
-For every trajectory size (store group, e.g. ``72h``) two files in ``<out>/<group>/``:
+Every export reads each member once and checks it against its done mark before using it; a run
+with members not done or damaged is refused (named), and every file is written atomically.
+
+``pt``, the original script's layout, for existing evaluation scripts. For every trajectory
+size (store group, e.g. ``72h``) two files in ``<out>/<group>/``:
 
 - ``trajectories.pt``: float32 tensor ``(dates, members, T0, *state_shape)``;
 - ``timestamps.pt``: long tensor ``(dates, members, T0, 4)`` (year, month, day, hour).
@@ -30,9 +35,9 @@ from priorflow.store.layout import (
     store_path,
 )
 
-__all__ = ["FORMATS", "export_pt"]
+__all__ = ["FORMATS", "export_groups", "export_pt", "write_failed"]
 
-FORMATS = ("pt",)
+FORMATS = ("pt", "netcdf")
 TRAJECTORIES = "trajectories.pt"
 TIMESTAMPS = "timestamps.pt"
 
@@ -63,26 +68,9 @@ def export_pt(
 
     run_dir = Path(run_dir)
     store = store_path(run_dir)
-    if not has_store(run_dir):
-        raise StoreError(f"run: {run_dir} has no {store.name} — give a run directory")
-    attrs = read_store_attrs(store)
-    schema = attrs["priorflow_schema"]
-    groups = [resolve_group(attrs, size)[0]] if size is not None else list(schema["groups"])
     out = Path(out) if out is not None else run_dir / "export"
     written: list[Path] = []
-    for group in groups:
-        names = member_names(schema, group)
-        missing = [
-            name
-            for row in names
-            for name in row
-            if not (run_dir / MARKS_DIR / group / f"{name}.json").exists()
-        ]
-        if missing:
-            raise StoreError(
-                f"{group}: {len(missing)} members are not done ({missing[0]}...) — finish the run"
-                " (run it again with the same run_id) before exporting"
-            )
+    for group in export_groups(run_dir, size):
         node = zarr.open_group(str(store), path=group, mode="r")
         D, M = node["latent"].shape[:2]
         trajectories = torch.empty(tuple(node["latent"].shape), dtype=torch.float32)
@@ -99,6 +87,35 @@ def export_pt(
     return written
 
 
+def export_groups(run_dir: Path, size: int | str | None) -> list[str]:
+    """The groups to export (``size``, or every size), each checked to be done.
+
+    Raises:
+        StoreError: no store in ``run_dir``, or a group with members that are not done.
+        ConfigError: ``size`` is not a size of this run.
+    """
+    store = store_path(run_dir)
+    if not has_store(run_dir):
+        raise StoreError(f"run: {run_dir} has no {store.name} — give a run directory")
+    attrs = read_store_attrs(store)
+    schema = attrs["priorflow_schema"]
+    groups = [resolve_group(attrs, size)[0]] if size is not None else list(schema["groups"])
+    for group in groups:
+        names = member_names(schema, group)
+        missing = [
+            name
+            for row in names
+            for name in row
+            if not (run_dir / MARKS_DIR / group / f"{name}.json").exists()
+        ]
+        if missing:
+            raise StoreError(
+                f"{group}: {len(missing)} members are not done ({missing[0]}...) — finish the run"
+                " (run it again with the same run_id) before exporting"
+            )
+    return groups
+
+
 def _save(tensor: Any, path: Path) -> Path:
     """``torch.save`` atomically; a full disk (or any write error) is one line, and no folder
     made for it is left behind."""
@@ -108,14 +125,20 @@ def _save(tensor: Any, path: Path) -> Path:
     try:
         return write_file(path, lambda handle: torch.save(tensor, handle))
     except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty
-        reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:120]
-        raise StoreError(
-            f"--out: writing {path} failed ({reason}); nothing was left half-written — free"
-            " space or choose another --out"
-        ) from None
+        raise write_failed(path, error, made) from None
+
+
+def write_failed(path: Path, error: BaseException, made: list[Path]) -> StoreError:
+    """The one-line error of a failed write of ``path``, after removing the folders ``made``
+    for it (when empty)."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:120]
+    return StoreError(
+        f"--out: writing {path} failed ({reason}); nothing was left half-written — free"
+        " space or choose another --out"
+    )
 
 
 def check_format(fmt: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from priorflow.errors import ConfigError, StoreError
 from priorflow.plan import Job, job_name
+from priorflow.store.attributes import nested_attrs
 
 STORE_NAME = "prior.zarr"
 CONFIG_NAME = "config.yaml"
@@ -108,7 +109,7 @@ def _earlier_store(run_dir: Path) -> Any:
     """The schema version of a priorflow store made before run markers, else None."""
     try:
         attrs = json.loads((store_path(run_dir) / "zarr.json").read_text())["attributes"]
-        return attrs["priorflow_schema"]["version"]
+        return nested_attrs(attrs)["priorflow_schema"]["version"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -154,15 +155,17 @@ def to_json(value: Any) -> Any:
 
 
 def read_store_attrs(store: Path) -> dict[str, Any]:
-    """The root attributes of ``prior.zarr`` (``priorflow_schema``, the sampling spec, ...)."""
+    """The root attributes of ``prior.zarr`` (``priorflow_schema``, the sampling spec, ...),
+    nested again (:func:`~priorflow.store.attributes.nested_attrs`): ``attrs["diffusion"]
+    ["num_steps"]`` where the store says ``diffusion.num_steps``."""
     import zarr
 
     try:
         root = zarr.open_group(str(store), mode="r")
     except Exception as error:
         raise StoreError(f"store: {store} cannot be opened as zarr — {error}") from None
-    attrs = root.attrs.asdict()
-    if "priorflow_schema" not in attrs:
+    attrs = nested_attrs(root.attrs.asdict())
+    if not isinstance(attrs.get("priorflow_schema"), dict):
         raise StoreError(
             f"store: {store} is not a priorflow store (no priorflow_schema attribute)"
         )
@@ -187,9 +190,13 @@ def member_names(schema: dict[str, Any], group: str) -> list[list[str]]:
 
 
 def open_group(run_dir: str | os.PathLike[str], size: int | str) -> Any:
-    """The group of one size as a lazy ``xarray.Dataset`` (``size``: 72 or ``"72h"``)."""
+    """The group of one size as a lazy ``xarray.Dataset`` (``size``: 72 or ``"72h"``), its
+    attributes nested as :func:`read_store_attrs` gives them (``ds.attrs["card"]
+    ["blanket_size"]``; ``xarray.open_zarr`` shows them flat, ``card.blanket_size``)."""
     import xarray as xr
 
     store = store_path(run_dir)
     group, _ = resolve_group(read_store_attrs(store), size)
-    return xr.open_zarr(str(store), group=group)
+    dataset = xr.open_zarr(str(store), group=group)
+    dataset.attrs = nested_attrs(dataset.attrs)
+    return dataset

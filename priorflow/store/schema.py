@@ -9,17 +9,26 @@ trajectory size, named by its span ``T0 * dt`` in hours, with
 - ``seed(start_date, member)`` int64: each job's seed;
 - after aggregation, ``member_mean``, ``member_std``, ``member_min``, ``member_max``,
   ``member_finite``, ``member_seconds`` ``(start_date, member)``;
-- coordinates ``start_date``, ``member`` (0..M-1), ``lead`` (hours), ``valid_time(start_date, lead)``;
-- attributes ``states`` (T0), ``dt_hours``, ``span_hours``, ``padded_size``, ``num_blankets``,
+- coordinates ``start_date``, ``member`` (0..M-1), ``lead`` (hours), ``valid_time(start_date, lead)``
+  (datetime64, stored as CF ``hours since 1970-01-01``, which ``xarray`` decodes);
+- CF attributes on every coordinate and variable (``long_name``, ``units``, ``standard_name``
+  where CF has one: ``forecast_reference_time``, ``realization``, ``forecast_period``, ``time``);
+- attributes ``Conventions`` (``CF-1.10``), ``states`` (T0), ``dt_hours``, ``span_hours``, ``padded_size``, ``num_blankets``,
   ``stride``, the sampling spec under the run config's key names
   (:meth:`~priorflow.plan.spec.SamplingSpec.attrs`) and the provenance (package versions, host,
   flow run id, start and end time).
 
-The root holds the same spec and provenance, plus ``priorflow_schema`` (dates, members, state
+The root holds ``Conventions``, the same spec and provenance, plus ``priorflow_schema`` (dates, members, state
 shape and dimension names, the groups), ``archive`` (the run's latent archive) and
 ``standardization``: how that archive's states were standardized for the model (an Appa HDF5
 archive: the per-channel ``mean`` and ``std`` and the sha256 of ``stats.pth``; the samples live in
 that space, and ``std * z + mean`` undoes it), or null for an archive stored standardized.
+
+Nested records are written flat, one plain attribute per leaf under its dotted key
+(``diffusion.num_steps``, ``card.blanket_size``, ``priorflow_schema.version``;
+:mod:`~priorflow.store.attributes`), so any zarr or netCDF tool reads them;
+:func:`~priorflow.store.layout.read_store_attrs` gives them back nested. Schema 3 (flat
+attributes, CF) is not resumed by the priorflow of schema 2, nor the other way round.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from priorflow.config import RunConfig
 from priorflow.core.dates import state_times, times_to_fields
 from priorflow.errors import ConfigError, StoreError
 from priorflow.plan import RunPlan, spec_differences
+from priorflow.store.attributes import flat_attrs
 from priorflow.store.layout import (
     CONFIG_NAME,
     MARKS_DIR,
@@ -51,7 +61,14 @@ from priorflow.store.layout import (
     to_json,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: flat attributes, CF attributes and time encoding (2: nested attributes)
+CONVENTIONS = "CF-1.10"
+#: How the time coordinates are stored (CF; every state is on a whole hour).
+TIME_ENCODING = {
+    "units": "hours since 1970-01-01",
+    "calendar": "proleptic_gregorian",
+    "dtype": "int64",
+}
 #: The config key behind each entry of ``priorflow_schema`` (for the message of a resume).
 _SCHEMA_KEYS = {
     "start_dates": "start_dates",
@@ -97,38 +114,66 @@ def _group_dataset(plan: RunPlan, index: int, attrs: dict[str, Any]) -> Any:
     latent = da.full((D, M, T0, *S), np.nan, dtype=np.float32, chunks=(D, M, T0, *S))
     per_member = ("start_date", "member")
     nan = np.full((D, M), np.nan)
+    one = {"units": "1"}  # dimensionless (CF): latent states, seeds
     data_vars = {
-        "latent": (dims, latent, {"long_name": "prior trajectories in latent space"}),
+        "latent": (dims, latent, {"long_name": "prior trajectories in latent space"} | one),
         "timestamps": (
             ("start_date", "lead", "field"),
             stamps,
-            {"fields": "year month day hour", "long_name": "date and hour of each state"},
+            {
+                "long_name": "date and hour of each state (year, month, day, hour)",
+                "fields": "year month day hour",
+            },
         ),
-        "seed": (per_member, seeds.astype(np.int64), {"long_name": "the job's seed"}),
-        "member_mean": (per_member, nan.copy(), {"long_name": "mean of the member's values"}),
-        "member_std": (per_member, nan.copy(), {"long_name": "std of the member's values"}),
-        "member_min": (per_member, nan.copy(), {"long_name": "smallest value"}),
-        "member_max": (per_member, nan.copy(), {"long_name": "largest value"}),
+        "seed": (per_member, seeds.astype(np.int64), {"long_name": "the job's seed"} | one),
+        "member_mean": (
+            per_member,
+            nan.copy(),
+            {"long_name": "mean of the member's values"} | one,
+        ),
+        "member_std": (per_member, nan.copy(), {"long_name": "std of the member's values"} | one),
+        "member_min": (per_member, nan.copy(), {"long_name": "smallest value"} | one),
+        "member_max": (per_member, nan.copy(), {"long_name": "largest value"} | one),
         "member_finite": (per_member, np.zeros((D, M), bool), {"long_name": "all values finite"}),
         "member_seconds": (per_member, nan.copy(), {"long_name": "sampling time", "units": "s"}),
     }
     coords = {
-        "start_date": ("start_date", starts),
-        "member": ("member", np.arange(M, dtype=np.int64)),
-        "lead": ("lead", np.arange(T0, dtype=np.int64) * dt, {"units": "hours"}),
-        "valid_time": (("start_date", "lead"), valid),
+        "start_date": (
+            "start_date",
+            starts,
+            {"standard_name": "forecast_reference_time", "long_name": "start date"},
+        ),
+        "member": (
+            "member",
+            np.arange(M, dtype=np.int64),
+            {"standard_name": "realization", "long_name": "ensemble member"} | one,
+        ),
+        "lead": (
+            "lead",
+            np.arange(T0, dtype=np.int64) * dt,
+            {"standard_name": "forecast_period", "long_name": "lead time", "units": "hours"},
+        ),
+        "valid_time": (
+            ("start_date", "lead"),
+            valid,
+            {"standard_name": "time", "long_name": "valid time of the state"},
+        ),
     }
-    group_attrs = attrs | {
-        "states": T0,
-        "dt_hours": dt,
-        "span_hours": size.span_hours,
-        "padded_size": size.padded_size,
-        "num_blankets": size.num_blankets,
-        "stride": size.stride,
-        "aggregated": False,
-        "end_time": None,
-    }
-    return xr.Dataset(data_vars, coords=coords, attrs=group_attrs)
+    group_attrs = (
+        {"Conventions": CONVENTIONS}
+        | attrs
+        | {
+            "states": T0,
+            "dt_hours": dt,
+            "span_hours": size.span_hours,
+            "padded_size": size.padded_size,
+            "num_blankets": size.num_blankets,
+            "stride": size.stride,
+            "aggregated": False,
+            "end_time": None,
+        }
+    )
+    return xr.Dataset(data_vars, coords=coords, attrs=flat_attrs(group_attrs))
 
 
 def create_store(
@@ -229,10 +274,16 @@ def _write_schema(path: Path, plan: RunPlan, attrs: dict[str, Any]) -> None:
                 compute=False,
                 consolidated=False,
                 zarr_format=3,
-                encoding={"latent": {"chunks": chunks}},
+                encoding={
+                    "latent": {"chunks": chunks},
+                    "start_date": TIME_ENCODING,
+                    "valid_time": TIME_ENCODING,
+                },
             )
     root = zarr.open_group(str(path), mode="r+")
-    root.attrs.update(attrs | {"priorflow_schema": store_schema(plan)})
+    root.attrs.update(
+        flat_attrs({"Conventions": CONVENTIONS} | attrs | {"priorflow_schema": store_schema(plan)})
+    )
     consolidate(path)
 
 

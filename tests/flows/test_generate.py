@@ -108,13 +108,16 @@ def test_store_opens_with_the_documented_layout(first_run):
         assert attrs["padded_size"] == size.padded_size
         assert attrs["num_blankets"] == size.num_blankets
         assert attrs["flow_run_id"] == str(state.state_details.flow_run_id)
-        assert attrs["diffusion"] == {
-            "num_steps": 5,
-            "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
-        }
+        assert attrs["Conventions"] == "CF-1.10"
+        assert (attrs["diffusion.num_steps"], attrs["diffusion.sampler.type"]) == (5, "lms")
+        assert attrs["diffusion.sampler.config.grid"] == "uniform"
+        assert attrs["diffusion.sampler.config.order"] == 3
         assert attrs["seed"] == 7 and attrs["blanket_overlap"] == 1
         assert len(attrs["checkpoint_sha256"]) == 64
-        assert {"prefect", "prefect-dask", "torch"} <= set(attrs["package_versions"])
+        assert {"prefect", "prefect-dask", "torch"} <= {
+            key.removeprefix("package_versions.") for key in attrs
+        }
+        assert ds.valid_time.dtype == np.dtype("datetime64[ns]")
         assert attrs["aggregated"] is True
         assert ds.member_finite.values.all()
         assert np.isfinite(ds.member_seconds.values).all()
@@ -142,6 +145,7 @@ def test_artifacts_have_the_documented_content(first_run):
         assert f"| {size.group} | {size.trajectory_size} | {size.padded_size} |" in report.data
         link = by_key[f"priorflow-flow-test-{size.group}-store"]
         assert Path(store).as_uri() in link.data
+        assert f"`{store}`" in link.description  # the path as text: file:// does not open
     progress = [a for a in artifacts if a.type == "progress"]
     assert len(progress) == plan.num_jobs
     assert all(float(a.data) == 100.0 for a in progress)

@@ -94,4 +94,4 @@ def test_cli_export(finished, tmp_path: Path, capsys):
         main(["export", str(finished.run_dir), "--format", "npz"])
     assert done.value.code == 2
     err = capsys.readouterr().err
-    assert err == "error: --format: 'npz' is not an export format — choose pt\n"
+    assert err == "error: --format: 'npz' is not an export format — choose pt, netcdf\n"

@@ -91,11 +91,13 @@ def test_schema_before_any_write(run):
             size.padded_size,
             size.num_blankets,
         )
-        # the sampling spec, once, under the run config's own key names
-        assert attrs["diffusion"] == {
-            "num_steps": 64,
-            "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
-        }
+        # the sampling spec, once, under the run config's own key names, as plain attributes
+        assert attrs["diffusion.num_steps"] == 64 and attrs["diffusion.sampler.type"] == "lms"
+        assert attrs["diffusion.sampler.config.grid"] == "uniform"
+        assert attrs["diffusion.sampler.config.order"] == 3
+        assert not [key for key, value in attrs.items() if isinstance(value, dict) and value]
+        assert attrs["card.blanket_size"] == 8 and attrs["card.state_shape"] == [2, 3, 4]
+        assert attrs["package_versions.zarr"] == zarr.__version__
         assert (attrs["blanket_overlap"], attrs["fold_mode"]) == (4, "symmetrical")
         assert (attrs["precision"], attrs["seed"], attrs["flow_run_id"]) == (
             "float16",
@@ -103,14 +105,66 @@ def test_schema_before_any_write(run):
             "flow-1",
         )
         assert attrs["checkpoint_sha256"] == "ab" * 32
-        assert attrs["model_path"] == config.model_path and attrs["card"]["blanket_size"] == 8
-        assert SamplingSpec.from_attrs(attrs) == plan.spec
-        assert "zarr" in attrs["package_versions"] and attrs["start_time"]
+        assert attrs["model_path"] == config.model_path and attrs["start_time"]
         assert attrs["aggregated"] is False and attrs["end_time"] is None
+        # priorflow reads them back nested, exactly as the spec wrote them
+        nested = open_group(plan.run_dir, size.group).attrs
+        assert nested["diffusion"] == {
+            "num_steps": 64,
+            "sampler": {"type": "lms", "config": {"grid": "uniform", "order": 3}},
+        }
+        assert nested["card"]["blanket_size"] == 8 and "zarr" in nested["package_versions"]
+        assert SamplingSpec.from_attrs(nested) == plan.spec
     assert [s.group for s in plan.sizes] == ["10h", "12h"]
     saved = load_config(plan.run_dir / CONFIG_NAME)
     assert saved.model_dump() == config.model_dump()
     assert not list(plan.run_dir.glob(".prior.zarr.partial-*"))
+
+
+def test_the_store_opens_with_cf_attributes_and_decoded_times(run):
+    """What an xarray user sees: CF conventions, datetime64 times, units and standard names."""
+    _config, _card, plan = run
+    store = store_path(plan.run_dir)
+    assert xr.open_zarr(store).attrs["Conventions"] == "CF-1.10"
+    ds = xr.open_zarr(store, group="10h")
+    assert ds.attrs["Conventions"] == "CF-1.10"
+    assert ds.valid_time.dtype == np.dtype("datetime64[ns]")
+    assert ds.valid_time.values[0, 0] == np.datetime64("2000-04-03T00:00", "ns")
+    assert ds.start_date.dtype == np.dtype("datetime64[ns]")
+    expected = {
+        "start_date": ("forecast_reference_time", None),
+        "member": ("realization", "1"),
+        "lead": ("forecast_period", "hours"),
+        "valid_time": ("time", None),
+    }
+    for name, (standard_name, units) in expected.items():
+        assert ds[name].attrs["standard_name"] == standard_name, name
+        assert ds[name].attrs.get("units") == units, name
+        assert ds[name].attrs["long_name"], name
+    for name in ds.data_vars:
+        assert ds[name].attrs["long_name"], name
+    assert ds.latent.attrs["units"] == "1" and ds.member_seconds.attrs["units"] == "s"
+    # the times are stored as CF says, so any CF reader decodes them (not only xarray)
+    raw = json.loads((store / "10h" / "valid_time" / "zarr.json").read_text())
+    assert raw["data_type"] == "int64"
+    assert raw["attributes"]["units"] == "hours since 1970-01-01"
+    assert raw["attributes"]["calendar"] == "proleptic_gregorian"
+
+
+def test_resume_refuses_a_store_of_the_previous_schema_in_one_line(run):
+    """A store made by the priorflow of schema 2 (nested attributes) is not resumed."""
+    config, _card, plan = run
+    root = store_path(plan.run_dir) / "zarr.json"
+    meta = json.loads(root.read_text())
+    old = read_store_attrs(store_path(plan.run_dir))
+    old["priorflow_schema"]["version"] = 2
+    root.write_text(json.dumps(meta | {"attributes": old}))
+    before = tree_hashes(plan.run_dir)
+    with pytest.raises(StoreError) as caught:
+        create_store(plan.run_dir, plan, config, run_provenance())
+    message = str(caught.value)
+    assert "has schema version 2, this priorflow writes 3" in message and "\n" not in message
+    assert tree_hashes(plan.run_dir) == before
 
 
 @pytest.mark.parametrize("order", [None, [7, 0, 5, 2, 3, 6, 1, 4]])
@@ -254,7 +308,7 @@ def test_aggregate_verifies_and_summarises(run):
     assert summary["seconds"] == pytest.approx(1.5 + 2.5 + 1.5 + 2.5)
     ds = xr.open_zarr(store_path(plan.run_dir), group="10h")  # consolidated metadata is current
     assert ds.attrs["aggregated"] is True and ds.attrs["end_time"]
-    assert ds.attrs["summary"]["mean"] == pytest.approx(values.mean())
+    assert ds.attrs["summary.mean"] == pytest.approx(values.mean())
     for job in size.jobs:
         member = values[job.date_index * 2 + job.member]
         at = {"start_date": job.date_index, "member": job.member}
