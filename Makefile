@@ -7,6 +7,8 @@ PYTHON  ?= python3
 TORCH   ?= torch==2.13.0
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.priorflow-installed
+# Test processes (pytest-xdist): each runs its own Prefect server; SLURM tests share one.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo ui test lint format bench train-reference clean-runs
 
@@ -25,8 +27,8 @@ demo: setup  ## run the embedded default end to end (builds the synthetic archiv
 ui: setup  ## the demo, leaving its Prefect server running to browse the run in the UI
 	$(VENV)/bin/priorflow run configs/demo.yaml --keep-server
 
-test: setup  ## the whole test suite (CI runs exactly this)
-	$(VENV)/bin/pytest
+test: setup  ## the whole test suite (CI runs exactly this), in $(TEST_WORKERS) processes
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup  ## ruff format + check, and the import contracts of the layers (pyproject.toml)
 	$(VENV)/bin/ruff format --check .

@@ -36,3 +36,16 @@ def _single_thread() -> None:
 def in_ci() -> bool:
     """True under CI (CI=true): tests that need real services must fail there, not skip."""
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist, ``make test``).
+
+    A module's tests stay in one worker (its module fixtures, e.g. a flow run, are made once),
+    and every test that uses the local SLURM cluster runs in the same worker: the cluster is one
+    per machine. Without xdist the groups change nothing.
+    """
+    for item in items:
+        uses_slurm = "slurm_cluster" in getattr(item, "fixturenames", ())
+        group = "slurm" if uses_slurm else item.module.__name__ if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(group))
