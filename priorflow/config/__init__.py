@@ -59,6 +59,7 @@ from priorflow.config.hardware import (
     GenResources,
     Hardware,
     Resources,
+    ignored_keys,
 )
 from priorflow.config.loading import (
     BlockResolver,
@@ -91,6 +92,7 @@ __all__ = [
     "SamplerSettings",
     "config_from_mapping",
     "format_sizes",
+    "ignored_keys",
     "load_config",
     "make_run_id",
     "parse_overrides",

@@ -18,6 +18,7 @@ from priorflow.config import (
     parse_overrides,
     slurm_time_seconds,
 )
+from priorflow.config.values import time_words
 from priorflow.core.dates import parse_trajectory_sizes
 from priorflow.errors import ConfigError
 from tests._runs import CONFIGS, ORIGINAL_EXAMPLE, write_config
@@ -58,6 +59,16 @@ def test_original_example_validates_unchanged(example: Path):
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("6:00", "6:00 = 6 min"), ("6:00:00", "6:00:00 = 6 h"), ("90", "90 = 1 h 30 min"),
+     ("1:30", "1:30 = 1 min 30 s"), ("1-12", "1-12 = 1 d 12 h"), ("0:30:00", "0:30:00 = 30 min"),
+     ("2-03:04:05", "2-03:04:05 = 2 d 3 h 4 min 5 s")],
+)  # fmt: skip
+def test_times_in_words_as_slurm_reads_them(text: str, words: str):
+    assert time_words(text) == words
 
 
 @pytest.mark.parametrize("name", ["example", "demo", "slurm", "nightly"])
@@ -255,8 +266,10 @@ def test_format_sizes_round_trips():
 
 # Every error: (override or file edit, the message's start, a piece of the message).
 ERRORS = [
-    (["hardware.gen.time=6:00"], "hardware.gen.time: got the number 360", 'time: "6:00:00"'),
-    (["hardware.aggregate.time=1:00:00"], "hardware.aggregate.time: got the number 3600", "quote"),
+    (["hardware.gen.time=6:00"], "hardware.gen.time: got the number 360",
+     'SLURM reads "6:00" as 6 min, "6:00:00" as 6 h'),
+    (["hardware.aggregate.time=1:00:00"], "hardware.aggregate.time: got the number 3600",
+     'quote the time: SLURM reads "1:00:00" as 1 h'),
     (["hardware.gen.time=45"], "hardware.gen.time: got the number 45", "quoted string"),
     (['hardware.gen.time="6h"'], "hardware.gen.time: '6h' — not a time", "HH:MM:SS"),
     (['hardware.gen.time="1:75:00"'], "hardware.gen.time: '1:75:00'", "not a time"),
@@ -358,7 +371,8 @@ FILE_ERRORS = [
     ("tab", "model_path:\n\t- x\n", "is not valid YAML"),
     ("twice", ORIGINAL_EXAMPLE + "seed: 1\nseed: 2\n", "seed: given twice (line 30)"),
     ("unquoted time", ORIGINAL_EXAMPLE.replace('"6:00:00"', "6:00"), "hardware.gen.time: got the"
-     " number 360; YAML reads an unquoted 6:00 as minutes*60+seconds"),
+     " number 360; YAML reads an unquoted 6:00 as a base-60 number — quote the time: SLURM reads"
+     ' "6:00" as 6 min, "6:00:00" as 6 h'),
     ("unquoted h:m:s", ORIGINAL_EXAMPLE.replace('"1:00:00"', "1:00:00"), "hardware.aggregate.time:"
      " got the number 3600"),
     ("unknown top", ORIGINAL_EXAMPLE + "sampler: lms\n", "sampler: unknown key — the config takes"),
@@ -518,3 +532,25 @@ def test_nightly_config_is_the_demo_with_a_run_per_night():
     assert nightly.check.enabled is True
     same = {"run_id", "check"}
     assert nightly.model_dump(exclude=same) == demo.model_dump(exclude=same)
+
+
+def test_ignored_keys_are_those_the_config_sets_and_its_backend_does_not_use(example: Path):
+    from priorflow.config import ignored_keys
+
+    assert ignored_keys(load_config(example).hardware) == {
+        "aggregate.where flow": [f"hardware.aggregate.{k}" for k in ("cpus", "ram", "time", "partition")]
+    }
+    local = load_config(example, ["hardware.backend=local", "hardware.aggregate.where=worker"])
+    assert ignored_keys(local.hardware) == {
+        "backend local": [
+            "hardware.account", "hardware.gen.partition", "hardware.gen.time",
+            "hardware.aggregate.partition", "hardware.aggregate.time", "hardware.aggregate.ram",
+        ]
+    }  # fmt: skip
+    address = load_config(
+        example, ["hardware.backend=address", "hardware.address=tcp://127.0.0.1:8786"]
+    )
+    assert ignored_keys(address.hardware)["backend address"] == [
+        "hardware.account", *(f"hardware.{kind}.{key}" for kind in ("gen", "aggregate")
+                              for key in ("cpus", "ram", "time", "partition"))
+    ]  # fmt: skip
