@@ -78,7 +78,9 @@ def _readings(written: str) -> str:
     """What the quoted forms of an unquoted ``a:b[:c]`` mean to SLURM: ``"6:00"`` is MM:SS (6
     minutes) while ``"6:00:00"`` is HH:MM:SS (6 hours), so a two-part time gets both readings."""
     readings = [written] if written.count(":") == 2 else [written, f"{written}:00"]
-    return ", ".join(f'"{text}" as {duration_words(slurm_time_seconds(text))}' for text in readings)
+    return ", ".join(
+        f'"{text}" as {duration_words(slurm_time_seconds(text))}' for text in readings
+    )
 
 
 def check_time(value: Any) -> str:

@@ -163,7 +163,7 @@ def test_model_path_placeholder_follows_a_model_given_with_set(tmp_path: Path, m
         ("output_dir: {model_path}/prior\n", "error"),  # not YAML at all
         (
             "output_dir: {model_path}\n",
-            "output_dir: {\"model_path\": null} — YAML read an unquoted {model_path} as a"
+            'output_dir: {"model_path": null} — YAML read an unquoted {model_path} as a'
             ' mapping; quote it: output_dir: "{model_path}/prior"',
         ),
         (
@@ -266,10 +266,16 @@ def test_format_sizes_round_trips():
 
 # Every error: (override or file edit, the message's start, a piece of the message).
 ERRORS = [
-    (["hardware.gen.time=6:00"], "hardware.gen.time: got the number 360",
-     'SLURM reads "6:00" as 6 min, "6:00:00" as 6 h'),
-    (["hardware.aggregate.time=1:00:00"], "hardware.aggregate.time: got the number 3600",
-     'quote the time: SLURM reads "1:00:00" as 1 h'),
+    (
+        ["hardware.gen.time=6:00"],
+        "hardware.gen.time: got the number 360",
+        'SLURM reads "6:00" as 6 min, "6:00:00" as 6 h',
+    ),
+    (
+        ["hardware.aggregate.time=1:00:00"],
+        "hardware.aggregate.time: got the number 3600",
+        'quote the time: SLURM reads "1:00:00" as 1 h',
+    ),
     (["hardware.gen.time=45"], "hardware.gen.time: got the number 45", "quoted string"),
     (['hardware.gen.time="6h"'], "hardware.gen.time: '6h' — not a time", "HH:MM:SS"),
     (['hardware.gen.time="1:75:00"'], "hardware.gen.time: '1:75:00'", "not a time"),
@@ -417,7 +423,12 @@ def test_config_from_a_mapping_follows_the_same_rules(example: Path, tmp_path: P
     assert data["model_path"] == "models/m"  # the caller's mapping is not changed
     from_file = load_config(
         example,
-        ["seed=3", "run_id=x", f"model_path={tmp_path / 'models/m'}", f"output_dir={tmp_path}/runs"],
+        [
+            "seed=3",
+            "run_id=x",
+            f"model_path={tmp_path / 'models/m'}",
+            f"output_dir={tmp_path}/runs",
+        ],
     )
     assert config.output_dir == str(tmp_path / "runs")  # the default, relative to base_dir
     assert config.model_dump() == from_file.model_dump()
@@ -538,7 +549,9 @@ def test_ignored_keys_are_those_the_config_sets_and_its_backend_does_not_use(exa
     from priorflow.config import ignored_keys
 
     assert ignored_keys(load_config(example).hardware) == {
-        "aggregate.where flow": [f"hardware.aggregate.{k}" for k in ("cpus", "ram", "time", "partition")]
+        "aggregate.where flow": [
+            f"hardware.aggregate.{k}" for k in ("cpus", "ram", "time", "partition")
+        ]
     }
     local = load_config(example, ["hardware.backend=local", "hardware.aggregate.where=worker"])
     assert ignored_keys(local.hardware) == {
