@@ -55,9 +55,22 @@ AGGREGATE_WORKER_KEYS: tuple[str, ...] = ("cpus", "ram", "time", "partition", "g
 class Resources(Strict):
     """Resources of one kind of job (``hardware.gen`` or ``hardware.aggregate``)."""
 
-    cpus: StrictInt = Field(default=1, ge=1, description="CPU cores per job")
-    ram: str = Field(default="8GB", description='memory per job with a unit, e.g. "64GB"')
-    time: str = Field(default="1:00:00", description='wall time, a quoted string: "6:00:00"')
+    cpus: StrictInt = Field(
+        default=1,
+        ge=1,
+        description="CPU cores per job: the batch job's cores, and its torch threads (local:"
+        " threads per worker; the workers are cores // cpus)",
+    )
+    ram: str = Field(
+        default="8GB",
+        description='memory per job with a unit, e.g. "64GB" (local: at most memory // ram'
+        " workers)",
+    )
+    time: str = Field(
+        default="1:00:00",
+        description='wall time, a quoted string as SLURM reads it: "6:00:00" = 6 h, "6:00" ='
+        " 6 min (batch backends only)",
+    )
     partition: str | None = Field(default=None, description="SLURM partition / PBS queue")
     gpus: StrictInt | Literal["auto"] = Field(
         default=0, description="GPUs per job, or auto = ceil(blankets / blankets_per_gpu)"

@@ -57,7 +57,9 @@ def saved(prefect_api, tiny_world):
     )
     assert register.returncode == 0, register.stdout + register.stderr
     assert "Successfully registered 3 blocks" in register.stdout, register.stdout
-    PriorModel(model_path=str(tiny_world["model"]), target="best").save("tiny", overwrite=True)
+    PriorModel(model_path=str(tiny_world["model"]), model_target="best").save(
+        "tiny", overwrite=True
+    )
     LatentArchive(path=str(tiny_world["archive"])).save("tiny-january", overwrite=True)
     ClusterProfile(**PROFILE).save("laptop", overwrite=True)
     listed = subprocess.run(
