@@ -12,9 +12,14 @@ has (0 on a CPU-only machine), as ``priorflow run`` does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from cli.options import ConfigArgument, RunIdOption, SetOption
+
+if TYPE_CHECKING:
+    from priorflow.run.prepare import PreparedRun
 
 
 def plan(
@@ -44,7 +49,7 @@ def plan(
         typer.echo(f"store      {prepared.run_dir} exists: running it resumes that run")
 
 
-def hardware_lines(prepared) -> list[str]:  # noqa: ANN001  (a PreparedRun, imported lazily)
+def hardware_lines(prepared: PreparedRun) -> list[str]:
     """The workers of a local run, the ignored keys and the run-time estimate; warns (stderr)
     when a batch job's walltime is shorter than its estimate."""
     from flows.runners import generation_layout

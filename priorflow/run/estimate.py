@@ -105,7 +105,7 @@ def measured_rate(
     candidates = []
     with contextlib.suppress(OSError):
         candidates = [d for d in root.iterdir() if is_run_dir(d) and store_path(d).is_dir()]
-    candidates.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    candidates.sort(key=_mtime, reverse=True)
     rates: list[float] = []
     runs = 0
     for run_dir in candidates[:MAX_RUNS]:
@@ -125,6 +125,13 @@ def measured_rate(
     if not rates:
         return None
     return Rate(max(rates), len(rates), runs, device)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _rate(record: dict, device: str, precision: str) -> float | None:
