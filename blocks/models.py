@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from priorflow.config import Backend
 from priorflow.models.card import ModelTarget
@@ -26,7 +26,8 @@ from priorflow.models.card import ModelTarget
 class PriorModel(Block):
     """A trained prior model: its directory (``card.yaml`` + checkpoints) and the checkpoint.
 
-    Config values: ``model_path``, ``model_target``.
+    Config values: ``model_path``, ``model_target`` (the fields have the config's names; a block
+    saved with the old field name ``target`` loads as ``model_target``).
     """
 
     _block_type_name: ClassVar[str] = "Prior Model"
@@ -39,12 +40,15 @@ class PriorModel(Block):
     model_path: str = Field(
         description="The model directory (absolute, or relative to the flow's working directory)."
     )
-    target: ModelTarget = Field(
-        default="best", description="The checkpoint: best (model_best.pt) or last."
+    #: The run config's name; blocks saved before it was renamed hold ``target``, still read.
+    model_target: ModelTarget = Field(
+        default="best",
+        validation_alias=AliasChoices("model_target", "target"),
+        description="The checkpoint: best (model_best.pt) or last.",
     )
 
     def config_values(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "model_target": self.target}
+        return {"model_path": self.model_path, "model_target": self.model_target}
 
 
 class LatentArchive(Block):

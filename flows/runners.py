@@ -1,8 +1,9 @@
 """The Dask task runners of a run, built from the config's ``hardware`` section.
 
-- ``local``: a ``LocalCluster`` of single-threaded worker processes laid out by
-  :func:`priorflow.run.local.local_worker_layout` (one per group of a job's GPUs, or one CPU
-  worker);
+- ``local``: a ``LocalCluster`` of worker processes laid out by
+  :func:`priorflow.run.local.local_layout` (one per group of a job's GPUs, or as many as the
+  cores hold ``hardware.gen.cpus`` torch threads each; bounded by ``ram``, ``max_workers`` and
+  the tasks), one task at a time each;
 - ``address``: an existing Dask scheduler (``hardware.address``); its workers must advertise the
   ``GPU`` resource (``dask worker ADDRESS --resources GPU=1``);
 - ``slurm``, ``pbs``, ``lsf``: a dask-jobqueue cluster of batch jobs (:mod:`flows.jobqueue`),
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from priorflow.config import BATCH_BACKENDS, Hardware
 from priorflow.errors import ConfigError
-from priorflow.run.environment import TORCH_THREADS_ENV, torch_threads
-from priorflow.run.local import local_worker_layout
+from priorflow.plan import batches
+from priorflow.run.environment import TORCH_THREADS_ENV
+from priorflow.run.local import LocalLayout, local_layout
 
 if TYPE_CHECKING:
     from distributed import LocalCluster
@@ -41,7 +43,8 @@ def local_cluster(
     dashboard_address: str = "127.0.0.1:0",
     **kwargs: Any,
 ) -> LocalCluster:
-    """A ``LocalCluster`` of single-threaded worker processes with ``{"GPU": gpus_per_worker}``.
+    """A ``LocalCluster`` of worker processes, one task at a time each (one Dask thread) with
+    ``torch_threads`` torch threads, each advertising ``{"GPU": gpus_per_worker}``.
 
     Arguments:
         n_workers: worker processes.
@@ -86,31 +89,37 @@ def local_cluster(
     return cluster
 
 
-def local_task_runner(
-    gpus_per_job: int,
-    n_gpus: int,
-    threads: int | None = None,
-    dashboard_address: str = "127.0.0.1:0",
-) -> Any:
-    """The ``DaskTaskRunner`` of the local backend (not started).
-
-    Arguments:
-        gpus_per_job: GPUs one job holds (the largest over the run's jobs).
-        n_gpus: CUDA GPUs on this machine.
-        threads: torch threads per task (default ``$PRIORFLOW_TORCH_THREADS`` or 1).
-    """
+def local_task_runner(layout: LocalLayout, dashboard_address: str = "127.0.0.1:0") -> Any:
+    """The ``DaskTaskRunner`` of the local backend (not started), laid out by ``layout``
+    (:func:`priorflow.run.local.local_layout`: workers, torch threads, GPU slots, devices)."""
     from prefect_dask import DaskTaskRunner
 
-    n_workers, slots, groups = local_worker_layout(gpus_per_job, n_gpus)
     return DaskTaskRunner(
         cluster_class=local_cluster,
         cluster_kwargs={
-            "n_workers": n_workers,
-            "gpus_per_worker": slots,
-            "visible_devices": groups,
-            "torch_threads": torch_threads() if threads is None else threads,
+            "n_workers": layout.workers,
+            "gpus_per_worker": layout.slots,
+            "visible_devices": layout.visible_devices,
+            "torch_threads": layout.threads,
             "dashboard_address": dashboard_address,
         },
+    )
+
+
+def generation_layout(hardware: Hardware, pending: list[Any], n_gpus: int) -> LocalLayout:
+    """The local workers for the generation jobs ``pending`` (:func:`local_layout` with
+    ``hardware.gen.cpus``, ``ram``, ``hardware.max_workers`` and the number of tasks)."""
+    from dask.utils import parse_bytes
+
+    gpus_per_job = max((int(job.gpus) for job in pending), default=0)
+    per_task = pending[0].spec.members_per_task if pending else 1
+    return local_layout(
+        max(1, gpus_per_job),
+        n_gpus,
+        cpus=hardware.gen.cpus,
+        ram=parse_bytes(hardware.gen.ram),
+        tasks=len(batches(pending, per_task)) if pending else None,
+        max_workers=hardware.max_workers,
     )
 
 
@@ -165,12 +174,10 @@ def generation_runner(
             fitting = check_workers(runner.client, max(1, gpus_per_job), hardware.address)
             yield runner, max(1, fitting)
         return
-    n_workers = local_worker_layout(max(1, gpus_per_job), n_gpus)[0]
-    runner = local_task_runner(
-        max(1, gpus_per_job), n_gpus, dashboard_address=hardware.dashboard_address
-    )
+    layout = generation_layout(hardware, pending, n_gpus)
+    runner = local_task_runner(layout, dashboard_address=hardware.dashboard_address)
     with _started(runner) as runner:
-        yield runner, n_workers
+        yield runner, layout.workers
 
 
 @contextlib.contextmanager

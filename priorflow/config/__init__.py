@@ -6,9 +6,11 @@ The keys are those of the original generation script's config (same meaning), pl
 ``<dotted.key>: <bad value> — <what is allowed>``, in a :class:`~priorflow.errors.ConfigError`.
 
 Paths (``model_path``, ``archive``, ``output_dir``): a relative path written in the config file is
-relative to the directory of that file; a relative path given with ``--set`` is relative to the
-current working directory (as the shell user typed it). ``~`` is expanded; values with a URL
-scheme (``s3://...``) are left alone.
+relative to the directory of that file, and so is the default ``output_dir``, ``runs``; a
+relative path given with ``--set`` is relative to the current working directory (as the shell
+user typed it). ``~`` is expanded; values with a URL scheme (``s3://...``) are left alone.
+``output_dir: "{model_path}/prior"`` puts the runs under the model directory (Appa's
+``<lap>/prior/<id>``); ``{model_path}`` is the one placeholder, and only at the start.
 
 Example (the original documentation's, which validates unchanged)::
 
@@ -57,6 +59,7 @@ from priorflow.config.hardware import (
     GenResources,
     Hardware,
     Resources,
+    ignored_keys,
 )
 from priorflow.config.loading import (
     BlockResolver,
@@ -89,6 +92,7 @@ __all__ = [
     "SamplerSettings",
     "config_from_mapping",
     "format_sizes",
+    "ignored_keys",
     "load_config",
     "make_run_id",
     "parse_overrides",

@@ -16,13 +16,61 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 BATCH_BACKENDS: tuple[str, ...] = ("slurm", "pbs", "lsf")
 StrictInt = Annotated[int, Field(strict=True)]
 
+_BATCH_ONLY = ("interface", "scheduler_host", "job_prologue", "python", "job_directives_skip")
+#: The ``hardware`` keys each backend does not use (``priorflow plan`` names those a config
+#: sets). ``local`` has no scheduler and no walltime; ``address`` runs on workers someone else
+#: started, so it asks for nothing but their ``GPU`` slots.
+IGNORED_KEYS: dict[str, tuple[str, ...]] = {
+    "local": (
+        "account",
+        "address",
+        *_BATCH_ONLY,
+        "local_directory",
+        "gen.partition",
+        "gen.time",
+        "aggregate.partition",
+        "aggregate.time",
+        "aggregate.ram",
+    ),
+    "address": (
+        "account",
+        "max_workers",
+        *_BATCH_ONLY,
+        "local_directory",
+        "dashboard_address",
+        *(
+            f"{kind}.{key}"
+            for kind in ("gen", "aggregate")
+            for key in ("cpus", "ram", "time", "partition")
+        ),
+    ),
+    "slurm": ("address",),
+    "pbs": ("address",),
+    "lsf": ("address",),
+}
+#: ``hardware.aggregate`` keys that only an aggregation worker uses (``where: worker``).
+AGGREGATE_WORKER_KEYS: tuple[str, ...] = ("cpus", "ram", "time", "partition", "gpus")
+
 
 class Resources(Strict):
     """Resources of one kind of job (``hardware.gen`` or ``hardware.aggregate``)."""
 
-    cpus: StrictInt = Field(default=1, ge=1, description="CPU cores per job")
-    ram: str = Field(default="8GB", description='memory per job with a unit, e.g. "64GB"')
-    time: str = Field(default="1:00:00", description='wall time, a quoted string: "6:00:00"')
+    cpus: StrictInt = Field(
+        default=1,
+        ge=1,
+        description="CPU cores per job: the batch job's cores, and its torch threads (local:"
+        " threads per worker; the workers are cores // cpus)",
+    )
+    ram: str = Field(
+        default="8GB",
+        description='memory per job with a unit, e.g. "64GB" (local: at most memory // ram'
+        " workers)",
+    )
+    time: str = Field(
+        default="1:00:00",
+        description='wall time, a quoted string as SLURM reads it: "6:00:00" = 6 h, "6:00" ='
+        " 6 min (batch backends only)",
+    )
     partition: str | None = Field(default=None, description="SLURM partition / PBS queue")
     gpus: StrictInt | Literal["auto"] = Field(
         default=0, description="GPUs per job, or auto = ceil(blankets / blankets_per_gpu)"
@@ -167,3 +215,34 @@ class Hardware(Strict):
                     f" ({self.gpus_per_node}); a job runs on one node"
                 )
         return self
+
+
+def _set_keys(hardware: Hardware) -> list[str]:
+    """The dotted keys (``gen.time``) the config (or a cluster block) gave, not defaults."""
+    keys = [key for key in hardware.model_fields_set if key not in ("gen", "aggregate")]
+    for kind in ("gen", "aggregate"):
+        if kind in hardware.model_fields_set:
+            keys += [f"{kind}.{key}" for key in getattr(hardware, kind).model_fields_set]
+    return keys
+
+
+def ignored_keys(hardware: Hardware) -> dict[str, list[str]]:
+    """The keys this config sets that its backend does not use, by reason.
+
+    ``{"backend local": ["hardware.gen.time", ...], "aggregate.where flow": [...]}``; the keys
+    in the order of :data:`IGNORED_KEYS`, then of the fields; empty reasons left out.
+    """
+    given = _set_keys(hardware)
+    by_backend = [key for key in IGNORED_KEYS[hardware.backend] if key in given]
+    out: dict[str, list[str]] = {}
+    if by_backend:
+        out[f"backend {hardware.backend}"] = [f"hardware.{key}" for key in by_backend]
+    if hardware.aggregate.where == "flow":
+        flow = [
+            f"hardware.aggregate.{key}"
+            for key in AGGREGATE_WORKER_KEYS
+            if f"aggregate.{key}" in given and f"aggregate.{key}" not in by_backend
+        ]
+        if flow:
+            out["aggregate.where flow"] = flow
+    return out

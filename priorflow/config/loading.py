@@ -2,9 +2,15 @@
 values, validated into :class:`~priorflow.config.schema.RunConfig`.
 
 Paths (``model_path``, ``archive``, ``output_dir``): a relative path written in the config file is
-relative to the directory of that file; a relative path given with ``--set`` is relative to the
-current working directory (as the shell user typed it). ``~`` is expanded; values with a URL
-scheme (``s3://...``) are left alone.
+relative to the directory of that file, and so is the default ``output_dir``, ``runs`` (a config
+at ``/x/appa.yaml`` writes to ``/x/runs/<run_id>`` from whatever directory it is run); a relative
+path given with ``--set`` is relative to the current working directory (as the shell user typed
+it). ``~`` is expanded; values with a URL scheme (``s3://...``) are left alone.
+
+``output_dir`` may begin with the placeholder ``{model_path}``, the run's model directory
+(resolved, after ``blocks.model``): ``output_dir: "{model_path}/prior"`` writes
+``<model_path>/prior/<run_id>``, as Appa writes ``<lap>/prior/<id>``. Quote it in YAML (an
+unquoted ``{`` starts a mapping).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from priorflow.errors import ConfigError
 from priorflow.safe_yaml import MAX_BYTES, YAMLRefused, load_yaml, yaml_problem
 
 PATH_KEYS: tuple[str, ...] = ("model_path", "archive", "output_dir")
+#: The placeholder ``output_dir`` may begin with: the run's model directory.
+MODEL_PATH_PLACEHOLDER = "{model_path}"
 BLOCK_KINDS: tuple[str, ...] = ("model", "archive", "cluster")
 
 #: ``resolve_block(kind, name) -> config values``: ``kind`` is one of :data:`BLOCK_KINDS`; the
@@ -109,6 +117,8 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[tuple[str, ...], Any
 def _resolve_path(value: Any, base: Path) -> Any:
     if not isinstance(value, str) or not value or "://" in value:
         return value
+    if value.startswith(MODEL_PATH_PLACEHOLDER):  # filled in once model_path is known
+        return value
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = base / path
@@ -129,9 +139,9 @@ def load_config(
         resolve_block: turns the ``blocks:`` names into config values (see the module
             docstring); needed only when the config names blocks.
 
-    Relative paths in the file are resolved against the file's directory; relative paths given
-    as overrides against the current working directory. An unset ``output_dir`` is ``runs`` in
-    the current working directory.
+    Relative paths in the file are resolved against the file's directory, and an unset
+    ``output_dir`` is ``runs`` there too; relative paths given as overrides against the current
+    working directory. ``output_dir: "{model_path}/prior"`` is under the model directory.
 
     Raises:
         ConfigError: one line ``<dotted.key>: <bad value> — <what is allowed>`` (missing file,
@@ -151,8 +161,9 @@ def config_from_mapping(
 ) -> RunConfig:
     """Validate a config given as a mapping (a deployment's or the Prefect UI's parameters).
 
-    The same rules as :func:`load_config`; relative paths in ``data`` are resolved against
-    ``base_dir`` (default: the current working directory).
+    The same rules as :func:`load_config`; relative paths in ``data``, and the default
+    ``output_dir`` ``runs``, are resolved against ``base_dir`` (default: the current working
+    directory).
     """
     if not isinstance(data, dict):
         raise ConfigError(
@@ -232,10 +243,14 @@ def _build(
     base: Path,
     resolve_block: BlockResolver | None = None,
 ) -> RunConfig:
+    if "output_dir" in data:
+        _check_output_dir(data["output_dir"])
     for key in PATH_KEYS:
         if key in data:
             data[key] = _resolve_path(data[key], base)
     for parts, value in changes:
+        if parts == ("output_dir",):
+            _check_output_dir(value)
         if len(parts) == 1 and parts[0] in PATH_KEYS:
             value = _resolve_path(value, Path.cwd())
         node = data
@@ -251,5 +266,36 @@ def _build(
             node = child
         node[parts[-1]] = value
     data = _apply_blocks(data, resolve_block)
-    data.setdefault("output_dir", os.path.normpath(Path.cwd() / DEFAULT_OUTPUT_DIR))
+    data.setdefault("output_dir", os.path.normpath(base / DEFAULT_OUTPUT_DIR))
+    data["output_dir"] = _fill_model_path(data["output_dir"], data.get("model_path"))
     return validate(RunConfig, data)
+
+
+def _check_output_dir(output_dir: Any) -> None:
+    """Refuse, in one line, a misplaced or unknown placeholder, or the unquoted YAML form."""
+    example = f'output_dir: "{MODEL_PATH_PLACEHOLDER}/prior"'
+    if isinstance(output_dir, dict) and list(output_dir) == ["model_path"]:
+        raise ConfigError(
+            f"output_dir: {show(output_dir)} — YAML read an unquoted {{model_path}} as a mapping;"
+            f" quote it: {example}"
+        )
+    if not isinstance(output_dir, str) or ("{" not in output_dir and "}" not in output_dir):
+        return
+    rest = output_dir.removeprefix(MODEL_PATH_PLACEHOLDER)
+    if rest == output_dir or "{" in rest or "}" in rest:
+        raise ConfigError(
+            f"output_dir: {show(output_dir)} — the one placeholder is {MODEL_PATH_PLACEHOLDER},"
+            f" at the start, e.g. {example}"
+        )
+
+
+def _fill_model_path(output_dir: Any, model_path: Any) -> Any:
+    """``{model_path}/prior`` -> ``<model_path>/prior`` (normalised); other values as they are."""
+    if not isinstance(output_dir, str) or not output_dir.startswith(MODEL_PATH_PLACEHOLDER):
+        return output_dir
+    if not isinstance(model_path, str) or not model_path:
+        return output_dir  # validation names the missing model_path
+    rest = output_dir.removeprefix(MODEL_PATH_PLACEHOLDER)
+    if "://" in model_path:
+        return model_path.rstrip("/") + rest
+    return os.path.normpath(Path(model_path) / rest.lstrip("/\\"))

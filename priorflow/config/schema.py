@@ -128,7 +128,9 @@ class RunConfig(Strict):
         default=0, ge=0, description="run seed: every job's seed derives from it"
     )
     output_dir: str = Field(
-        default=DEFAULT_OUTPUT_DIR, description="runs are written to <output_dir>/<run_id>/"
+        default=DEFAULT_OUTPUT_DIR,
+        description="runs are written to <output_dir>/<run_id>/; relative to the config file's"
+        ' folder (default runs there); "{model_path}/prior" = under the model directory',
     )
     run_id: str | None = Field(
         default=None, description="name of the run; reuse one to resume it; null = timestamp+hash"

@@ -55,16 +55,43 @@ def slurm_time_seconds(text: str) -> int:
     raise Problem(f"{show(text)} — not a time; use {_TIME_HELP}")
 
 
+def duration_words(seconds: float) -> str:
+    """A duration in words: ``360`` -> ``6 min``, ``21600`` -> ``6 h``, ``5400`` -> ``1 h 30 min``,
+    ``90061`` -> ``1 d 1 h 1 min 1 s`` (whole seconds; under 1 s: ``0.25 s``)."""
+    if seconds < 1:
+        return f"{seconds:.2g} s"
+    rest = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts)
+
+
+def time_words(text: str) -> str:
+    """A SLURM time with its duration as SLURM reads it: ``6:00 = 6 min``, ``6:00:00 = 6 h``."""
+    return f"{text} = {duration_words(slurm_time_seconds(text))}"
+
+
+def _readings(written: str) -> str:
+    """What the quoted forms of an unquoted ``a:b[:c]`` mean to SLURM: ``"6:00"`` is MM:SS (6
+    minutes) while ``"6:00:00"`` is HH:MM:SS (6 hours), so a two-part time gets both readings."""
+    readings = [written] if written.count(":") == 2 else [written, f"{written}:00"]
+    return ", ".join(
+        f'"{text}" as {duration_words(slurm_time_seconds(text))}' for text in readings
+    )
+
+
 def check_time(value: Any) -> str:
     if isinstance(value, bool):
         raise Problem(f"{show(value)} — {_TIME_HELP}")
     if isinstance(value, int):
         written = _sexagesimal(value)
-        if ":" in written:
-            hours = written if written.count(":") == 2 else written + ":00"
+        if 2 <= len(written.split(":")) <= 3 and int(written.split(":")[0]) > 0:
             raise Problem(
-                f"got the number {value}; YAML reads an unquoted {written} as minutes*60+seconds"
-                f' (base 60) — quote the time: write time: "{hours}"'
+                f"got the number {value}; YAML reads an unquoted {written} as a base-60 number"
+                f" — quote the time: SLURM reads {_readings(written)}"
             )
         raise Problem(
             f"got the number {value} — a time must be a quoted string (YAML reads an unquoted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from priorflow.config import format_sizes
+from priorflow.config.values import time_words
 from priorflow.core.dates import date_label
 from priorflow.plan.jobs import JobResources, RunPlan
 
@@ -17,7 +18,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _resources_line(kind: str, r: JobResources) -> str:
     partition = r.partition or "-"
-    return f"  {kind:<10} cpus {r.cpus}, ram {r.ram}, time {r.time}, partition {partition}, gpus {r.gpus}"
+    return (
+        f"  {kind:<10} cpus {r.cpus}, ram {r.ram}, time {time_words(r.time)},"
+        f" partition {partition}, gpus {r.gpus}"
+    )
 
 
 def format_plan(plan: RunPlan) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests._runs import CONFIGS, ORIGINAL_EXAMPLE, make_card, write_config, write_model_dir
+from tests.prefect_fixtures import tiny_world, write_run_config  # noqa: F401  (fixture)
 
 PRIORFLOW = str(Path(sys.executable).parent / "priorflow")
 
@@ -40,7 +41,7 @@ def test_plan_of_the_example(model: Path, tmp_path: Path):
     assert row.split() == ["72h", "72", "72", "17", "4", "4", "1"]  # T0, T_pad, N, S, jobs, gpus
     assert "4 generation + 1 aggregation" in out
     assert "backend slurm" in out
-    assert "cpus 8, ram 64GB, time 6:00:00, partition gpu, gpus 1" in out
+    assert "cpus 8, ram 64GB, time 6:00:00 = 6 h, partition gpu, gpus 1" in out
     assert "lms (grid=uniform, order=3), 64 steps, float16, overlap O=4" in out
     assert "dates      2: 2000-04-03T00, 2000-04-20T12" in out
     assert "store      not created" in out
@@ -283,3 +284,61 @@ def test_unbounded_inputs_are_refused_in_one_line(model: Path, tmp_path: Path, w
     assert "Traceback" not in result.stderr
     if where is not None:
         assert "aliases are not read" in lines[0]
+
+
+def test_plan_says_walltimes_in_words_and_what_the_backend_ignores(model: Path, tmp_path: Path):
+    result = plan(
+        str(CONFIGS / "demo.yaml"),
+        "--set", f"model_path={model}",
+        "--set", "archive=none.zarr",
+        "--set", 'hardware.gen.time="6:00"',
+        "--set", "hardware.gen.partition=gpu",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "time 6:00 = 6 min, partition gpu" in out  # SLURM's reading: MM:SS
+    assert "time 0:10:00 = 10 min" in out  # aggregate
+    assert (
+        "ignored    hardware.gen.partition, hardware.gen.time, hardware.aggregate.time,"
+        " hardware.aggregate.ram (not used with backend local)"
+    ) in out
+    workers = next(line for line in out.splitlines() if line.startswith("workers    "))
+    assert "torch thread" in workers and "(hardware.gen.cpus; this machine: " in workers
+    assert "run time   no estimate: no earlier run of this model on cpu in float32" in out
+    assert result.stderr == ""
+
+
+def test_plan_warns_when_a_walltime_is_shorter_than_the_estimate(tmp_path: Path, tiny_world):  # noqa: F811
+    from priorflow.config.values import duration_words
+    from tests.run.test_estimate import SLOWEST, make_earlier_run
+
+    runs = tmp_path / "runs"
+    make_earlier_run(tiny_world, runs)
+    config = write_run_config(
+        tmp_path / "long.yaml",
+        tiny_world["model"],
+        tiny_world["archive"],
+        trajectory_sizes="400",  # 133 blankets
+        diffusion={"num_steps": 2000, "sampler": {"type": "lms"}},
+        output_dir=str(runs),
+        hardware={"backend": "slurm", "max_workers": 2, "gen": {"gpus": 0, "time": "0:10:00"}},
+    )
+    before = sorted(tmp_path.rglob("*"))
+    result = plan(str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    task = SLOWEST * 2000 * 133
+    assert result.stderr.splitlines() == [
+        "warning: hardware.gen.time: 0:10:00 = 10 min is shorter than a worker job's estimated"
+        f" run time, ~{duration_words(2 * task)} (2 tasks of up to ~{duration_words(task)});"
+        " give the jobs more time (or more hardware.max_workers)"
+    ]
+    assert f"run time   ~{duration_words(task)} for the longest task (2000 evaluations" in (
+        result.stdout
+    )
+    assert f"a worker job runs up to 2 tasks (2 workers): ~{duration_words(2 * task)}" in (
+        result.stdout
+    )
+    assert sorted(tmp_path.rglob("*")) == before  # wrote nothing
+    roomy = plan(str(config), "--set", 'hardware.gen.time="1:00:00"', cwd=tmp_path)
+    assert roomy.returncode == 0 and roomy.stderr == ""

@@ -11,12 +11,14 @@ import yaml
 
 from priorflow.config import (
     RunConfig,
+    config_from_mapping,
     format_sizes,
     load_config,
     make_run_id,
     parse_overrides,
     slurm_time_seconds,
 )
+from priorflow.config.values import time_words
 from priorflow.core.dates import parse_trajectory_sizes
 from priorflow.errors import ConfigError
 from tests._runs import CONFIGS, ORIGINAL_EXAMPLE, write_config
@@ -59,6 +61,16 @@ def test_original_example_validates_unchanged(example: Path):
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("6:00", "6:00 = 6 min"), ("6:00:00", "6:00:00 = 6 h"), ("90", "90 = 1 h 30 min"),
+     ("1:30", "1:30 = 1 min 30 s"), ("1-12", "1-12 = 1 d 12 h"), ("0:30:00", "0:30:00 = 30 min"),
+     ("2-03:04:05", "2-03:04:05 = 2 d 3 h 4 min 5 s")],
+)  # fmt: skip
+def test_times_in_words_as_slurm_reads_them(text: str, words: str):
+    assert time_words(text) == words
+
+
 @pytest.mark.parametrize("name", ["example", "demo", "slurm", "nightly"])
 def test_shipped_configs_validate(name: str):
     config = load_config(CONFIGS / f"{name}.yaml")
@@ -66,10 +78,11 @@ def test_shipped_configs_validate(name: str):
     assert Path(config.output_dir) == (CONFIGS.parent / "runs").resolve()
 
 
-def test_shipped_example_is_the_original_but_for_model_path():
+def test_shipped_example_is_the_original_but_for_model_path_and_output_dir():
     shipped = yaml.safe_load((CONFIGS / "example.yaml").read_text())
     original = yaml.safe_load(ORIGINAL_EXAMPLE)
     assert shipped.pop("model_path") == "../models/reference"
+    assert shipped.pop("output_dir") == "../runs"
     original.pop("model_path")
     assert shipped == original
 
@@ -92,12 +105,88 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path, monkeypa
     assert config.model_path == str(tmp_path / "a" / "models" / "m")
     assert config.archive == str(tmp_path / "a" / "b" / "data" / "a.zarr")
     assert config.output_dir == str(tmp_path / "a" / "b" / "out")
-    # --set paths are relative to the working directory; the default output_dir too
-    config = load_config(path, ["model_path=mine", "archive=s3://bucket/a.zarr"])
+    # --set paths are relative to the working directory
+    config = load_config(path, ["model_path=mine", "archive=s3://bucket/a.zarr", "output_dir=o"])
     assert config.model_path == str(tmp_path / "mine")
     assert config.archive == "s3://bucket/a.zarr"
-    plain = write_config(tmp_path / "a" / "plain.yaml", ORIGINAL_EXAMPLE)
-    assert load_config(plain).output_dir == str(tmp_path / "runs")
+    assert config.output_dir == str(tmp_path / "o")
+
+
+def test_the_default_output_dir_is_runs_next_to_the_config(tmp_path: Path, monkeypatch):
+    """One rule for the file: the unset output_dir is relative to it, like every other path."""
+    plain = write_config(tmp_path / "x" / "appa.yaml", ORIGINAL_EXAMPLE)
+    for cwd in (tmp_path, tmp_path / "x", Path("/")):
+        monkeypatch.chdir(cwd)
+        assert load_config(plain).output_dir == str(tmp_path / "x" / "runs")
+    # a mapping (a deployment's parameters): relative to its base directory
+    data = yaml.safe_load(ORIGINAL_EXAMPLE)
+    assert config_from_mapping(data, base_dir=tmp_path / "b").output_dir == str(
+        tmp_path / "b" / "runs"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert config_from_mapping(data).output_dir == str(tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    ("written", "where"),
+    [
+        ('output_dir: "{model_path}/prior"\n', "file"),
+        ("output_dir: '{model_path}'\n", "file"),
+        ('output_dir="{model_path}/prior"', "set"),
+    ],
+)
+def test_output_dir_under_the_model_directory(tmp_path: Path, monkeypatch, written, where):
+    text = ORIGINAL_EXAMPLE.replace("/path/to/model", "../lap")
+    path = write_config(tmp_path / "cfg" / "run.yaml", text + (written if where == "file" else ""))
+    monkeypatch.chdir(tmp_path / "cfg")
+    config = load_config(path, [written] if where == "set" else [])
+    lap = tmp_path / "lap"
+    expected = lap if written.rstrip("\n").endswith("}'") else lap / "prior"
+    assert config.output_dir == str(expected)
+    assert config.run_dir == expected / str(config.run_id)
+    # the resolved config holds the path itself: it reloads to the same place from anywhere
+    again = write_config(tmp_path / "elsewhere" / "config.yaml", config.to_yaml())
+    assert load_config(again).output_dir == str(expected)
+
+
+def test_model_path_placeholder_follows_a_model_given_with_set(tmp_path: Path, monkeypatch):
+    text = ORIGINAL_EXAMPLE + 'output_dir: "{model_path}/prior"\n'
+    path = write_config(tmp_path / "cfg" / "run.yaml", text)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, ["model_path=laps/7"])
+    assert config.output_dir == str(tmp_path / "laps" / "7" / "prior")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("output_dir: {model_path}/prior\n", "error"),  # not YAML at all
+        (
+            "output_dir: {model_path}\n",
+            'output_dir: {"model_path": null} — YAML read an unquoted {model_path} as a'
+            ' mapping; quote it: output_dir: "{model_path}/prior"',
+        ),
+        (
+            'output_dir: "runs/{model_path}"\n',
+            "output_dir: 'runs/{model_path}' — the one placeholder is {model_path}, at the start,"
+            ' e.g. output_dir: "{model_path}/prior"',
+        ),
+        (
+            'output_dir: "{model}/prior"\n',
+            "output_dir: '{model}/prior' — the one placeholder is {model_path}",
+        ),
+    ],
+)
+def test_bad_output_dir_placeholders_are_one_line(tmp_path: Path, line, message):
+    path = write_config(tmp_path / "run.yaml", ORIGINAL_EXAMPLE + line)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert "\n" not in text
+    if message == "error":
+        assert text.startswith(f"config: {path} is not valid YAML")
+    else:
+        assert text.startswith(message), text
 
 
 def test_overrides_are_yaml_values(example: Path):
@@ -177,8 +266,16 @@ def test_format_sizes_round_trips():
 
 # Every error: (override or file edit, the message's start, a piece of the message).
 ERRORS = [
-    (["hardware.gen.time=6:00"], "hardware.gen.time: got the number 360", 'time: "6:00:00"'),
-    (["hardware.aggregate.time=1:00:00"], "hardware.aggregate.time: got the number 3600", "quote"),
+    (
+        ["hardware.gen.time=6:00"],
+        "hardware.gen.time: got the number 360",
+        'SLURM reads "6:00" as 6 min, "6:00:00" as 6 h',
+    ),
+    (
+        ["hardware.aggregate.time=1:00:00"],
+        "hardware.aggregate.time: got the number 3600",
+        'quote the time: SLURM reads "1:00:00" as 1 h',
+    ),
     (["hardware.gen.time=45"], "hardware.gen.time: got the number 45", "quoted string"),
     (['hardware.gen.time="6h"'], "hardware.gen.time: '6h' — not a time", "HH:MM:SS"),
     (['hardware.gen.time="1:75:00"'], "hardware.gen.time: '1:75:00'", "not a time"),
@@ -280,7 +377,8 @@ FILE_ERRORS = [
     ("tab", "model_path:\n\t- x\n", "is not valid YAML"),
     ("twice", ORIGINAL_EXAMPLE + "seed: 1\nseed: 2\n", "seed: given twice (line 30)"),
     ("unquoted time", ORIGINAL_EXAMPLE.replace('"6:00:00"', "6:00"), "hardware.gen.time: got the"
-     " number 360; YAML reads an unquoted 6:00 as minutes*60+seconds"),
+     " number 360; YAML reads an unquoted 6:00 as a base-60 number — quote the time: SLURM reads"
+     ' "6:00" as 6 min, "6:00:00" as 6 h'),
     ("unquoted h:m:s", ORIGINAL_EXAMPLE.replace('"1:00:00"', "1:00:00"), "hardware.aggregate.time:"
      " got the number 3600"),
     ("unknown top", ORIGINAL_EXAMPLE + "sampler: lms\n", "sampler: unknown key — the config takes"),
@@ -323,7 +421,16 @@ def test_config_from_a_mapping_follows_the_same_rules(example: Path, tmp_path: P
     config = config_from_mapping(data, ["seed=3", "run_id=x"], base_dir=tmp_path)
     assert config.model_path == str(tmp_path / "models" / "m") and config.seed == 3
     assert data["model_path"] == "models/m"  # the caller's mapping is not changed
-    from_file = load_config(example, ["seed=3", "run_id=x", f"model_path={tmp_path / 'models/m'}"])
+    from_file = load_config(
+        example,
+        [
+            "seed=3",
+            "run_id=x",
+            f"model_path={tmp_path / 'models/m'}",
+            f"output_dir={tmp_path}/runs",
+        ],
+    )
+    assert config.output_dir == str(tmp_path / "runs")  # the default, relative to base_dir
     assert config.model_dump() == from_file.model_dump()
     with pytest.raises(ConfigError, match=r"^hardware.gen.time: got the number 360"):
         config_from_mapping(data | {"hardware": {"gen": {"time": 360}}})
@@ -436,3 +543,27 @@ def test_nightly_config_is_the_demo_with_a_run_per_night():
     assert nightly.check.enabled is True
     same = {"run_id", "check"}
     assert nightly.model_dump(exclude=same) == demo.model_dump(exclude=same)
+
+
+def test_ignored_keys_are_those_the_config_sets_and_its_backend_does_not_use(example: Path):
+    from priorflow.config import ignored_keys
+
+    assert ignored_keys(load_config(example).hardware) == {
+        "aggregate.where flow": [
+            f"hardware.aggregate.{k}" for k in ("cpus", "ram", "time", "partition")
+        ]
+    }
+    local = load_config(example, ["hardware.backend=local", "hardware.aggregate.where=worker"])
+    assert ignored_keys(local.hardware) == {
+        "backend local": [
+            "hardware.account", "hardware.gen.partition", "hardware.gen.time",
+            "hardware.aggregate.partition", "hardware.aggregate.time", "hardware.aggregate.ram",
+        ]
+    }  # fmt: skip
+    address = load_config(
+        example, ["hardware.backend=address", "hardware.address=tcp://127.0.0.1:8786"]
+    )
+    assert ignored_keys(address.hardware)["backend address"] == [
+        "hardware.account", *(f"hardware.{kind}.{key}" for kind in ("gen", "aggregate")
+                              for key in ("cpus", "ram", "time", "partition"))
+    ]  # fmt: skip

@@ -7,7 +7,9 @@ from the repository, a process worker, then:
 - ``prefect deployment inspect 'prior-generation/nightly'`` shows the cron schedule;
 - ``prior-generation/nightly`` (generation + prior check, a ``nightly-YYYYMMDD`` run) completes
   with the check's artifacts; rerun on the same run with impossible thresholds it ends Failed,
-  the reasons in its message.
+  the reasons in its message;
+- ``prior-check/on-demand`` without ``run_dir`` checks the newest finished run of its
+  ``output_dir``, and fails in one line where there is none.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import xarray as xr
 
 from tests.deploy_fixtures import (
+    LOOSE_CHECK,
     artifacts,
     deployed,
     nightly_run,
@@ -91,3 +94,31 @@ def test_nightly_generation_and_check_then_a_failing_check(deployed, nightly_run
     assert result.returncode != 0
     names = {t["name"] for t in task_runs(deployed.api_url, flow_run_id)}
     assert not any(n.startswith("gen-") for n in names)  # resumed: nothing generated again
+
+
+def test_prior_check_without_run_dir_checks_the_newest_finished_run(
+    deployed, on_demand_run, tmp_path
+):
+    run_dir = Path(on_demand_run["run_dir"])
+    assert on_demand_run["result"].returncode == 0
+    result, flow_run_id = run_deployment(
+        deployed,
+        "prior-check/on-demand",
+        {"output_dir": str(run_dir.parent), "overrides": LOOSE_CHECK},
+    )
+    run = wait_final(deployed, flow_run_id)
+    output = result.stdout + result.stderr
+    assert run["state"]["type"] == "COMPLETED", (run["state"], output[-3000:])
+    assert (run_dir / "check" / "report.md").is_file()
+    assert run["parameters"].get("run_dir") is None
+
+    empty = tmp_path / "no-runs"
+    empty.mkdir()
+    result, flow_run_id = run_deployment(
+        deployed, "prior-check/on-demand", {"output_dir": str(empty)}
+    )
+    run = wait_final(deployed, flow_run_id)
+    assert run["state"]["type"] == "FAILED", run["state"]
+    message = run["state"]["message"] or ""
+    assert f"{empty} holds no finished run" in message, message
+    assert "schema" not in message.lower()

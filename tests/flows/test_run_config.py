@@ -57,7 +57,9 @@ def saved(prefect_api, tiny_world):
     )
     assert register.returncode == 0, register.stdout + register.stderr
     assert "Successfully registered 3 blocks" in register.stdout, register.stdout
-    PriorModel(model_path=str(tiny_world["model"]), target="best").save("tiny", overwrite=True)
+    PriorModel(model_path=str(tiny_world["model"]), model_target="best").save(
+        "tiny", overwrite=True
+    )
     LatentArchive(path=str(tiny_world["archive"])).save("tiny-january", overwrite=True)
     ClusterProfile(**PROFILE).save("laptop", overwrite=True)
     listed = subprocess.run(
@@ -77,7 +79,7 @@ def test_block_types_are_registered_for_the_ui(saved):
 
 def test_blocks_load_back_by_name(saved, tiny_world):
     model = PriorModel.load("tiny")
-    assert (model.model_path, model.target) == (str(tiny_world["model"]), "best")
+    assert (model.model_path, model.model_target) == (str(tiny_world["model"]), "best")
     assert LatentArchive.load("tiny-january").path == str(tiny_world["archive"])
     profile = load_block("cluster", "cluster-profile/laptop")
     assert isinstance(profile, ClusterProfile) and profile.cpus == 1
@@ -86,6 +88,26 @@ def test_blocks_load_back_by_name(saved, tiny_world):
         "model_target": "best",
     }
     assert resolve_block("cluster", "laptop") == {"hardware": PLAIN_HARDWARE}
+
+
+def test_a_prior_model_saved_with_the_old_field_name_target_still_loads(saved, tiny_world):
+    """A block document saved before ``target`` became ``model_target`` (its data as stored)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import BlockDocumentCreate
+
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("prior-model")
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+        old = {"model_path": str(tiny_world["model"]), "target": "last"}
+        client.create_block_document(
+            BlockDocumentCreate(
+                name="old-tiny", data=old, block_schema_id=schema.id, block_type_id=block_type.id
+            )
+        )
+    assert resolve_block("model", "old-tiny") == {
+        "model_path": str(tiny_world["model"]),
+        "model_target": "last",
+    }
 
 
 def test_unknown_or_mistyped_block_names_are_one_line_errors(saved):

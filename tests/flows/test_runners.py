@@ -13,28 +13,55 @@ from prefect_dask import DaskTaskRunner
 from flows.runners import (
     address_task_runner,
     check_workers,
+    generation_layout,
     local_cluster,
     local_task_runner,
 )
 from priorflow.errors import ConfigError
+from priorflow.run.local import local_layout
 from tests._worker_probe import worker_view
 from tests.prefect_fixtures import prefect_api  # noqa: F401  (fixture)
 
 
 def test_local_runner_options():
-    runner = local_task_runner(gpus_per_job=1, n_gpus=0, threads=2)
+    layout = local_layout(1, 0, cpus=2, cores=4, environ={})
+    runner = local_task_runner(layout)
     assert isinstance(runner, DaskTaskRunner)
     assert runner.cluster_class is local_cluster
     assert runner.cluster_kwargs == {
-        "n_workers": 1,
+        "n_workers": 2,
         "gpus_per_worker": 1,
         "visible_devices": None,
         "torch_threads": 2,
         "dashboard_address": "127.0.0.1:0",
     }
-    gpu = local_task_runner(gpus_per_job=2, n_gpus=4, threads=1)
+    gpu = local_task_runner(local_layout(2, 4, cores=8, environ={}))
     assert gpu.cluster_kwargs["n_workers"] == 2
     assert gpu.cluster_kwargs["visible_devices"] == ["0,1", "2,3"]
+
+
+def test_the_generation_layout_reads_hardware_gen(monkeypatch, tmp_path: Path):
+    """cpus, ram and max_workers of the config reach the local workers; the tasks bound them."""
+    from priorflow.config import Hardware
+    from tests._runs import small_run
+
+    monkeypatch.delenv("PRIORFLOW_TORCH_THREADS", raising=False)
+    monkeypatch.setattr("priorflow.run.local.machine_cores", lambda: 16)
+    monkeypatch.setattr("priorflow.run.local.machine_memory", lambda: 64 * 2**30)
+    _, _, plan = small_run(tmp_path)
+    hardware = Hardware.model_validate({"gen": {"cpus": 4, "ram": "8GB"}})
+    layout = generation_layout(hardware, plan.jobs, n_gpus=0)
+    assert (layout.workers, layout.threads, layout.bound) == (4, 4, "cores")
+    few = generation_layout(hardware, plan.jobs[:3], n_gpus=0)
+    assert (few.workers, few.bound) == (3, "tasks")
+    hardware = Hardware.model_validate({"max_workers": 2, "gen": {"cpus": 1, "ram": "8GB"}})
+    assert generation_layout(hardware, plan.jobs, n_gpus=0).workers == 2
+    hardware = Hardware.model_validate({"gen": {"cpus": 1, "ram": "30GB"}})
+    assert generation_layout(hardware, plan.jobs, n_gpus=0).workers == 2  # 64 GiB / 30 GB
+    monkeypatch.setenv("PRIORFLOW_TORCH_THREADS", "1")  # the tests' pin wins over cpus
+    hardware = Hardware.model_validate({"gen": {"cpus": 4, "ram": "1GB"}})
+    pinned = generation_layout(hardware, plan.jobs, n_gpus=0)
+    assert (pinned.threads, pinned.workers) == (1, 8)  # 8 tasks
 
 
 def test_address_runner_and_errors():

@@ -191,8 +191,8 @@ def test_format_plan_shows_the_numbers(example: Path):
     row = next(line for line in text.splitlines() if line.strip().startswith("72h"))
     assert row.split() == ["72h", "72", "72", "17", "4", "4", "1"]
     assert "4 generation + 1 aggregation" in text
-    assert "cpus 8, ram 64GB, time 6:00:00, partition gpu, gpus 1" in text
-    assert "cpus 4, ram 32GB, time 1:00:00, partition cpu, gpus 0" in text
+    assert "cpus 8, ram 64GB, time 6:00:00 = 6 h, partition gpu, gpus 1" in text
+    assert "cpus 4, ram 32GB, time 1:00:00 = 1 h, partition cpu, gpus 0" in text
     assert "lms (grid=uniform, order=3), 64 steps, float16" in text
 
 
