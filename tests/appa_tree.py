@@ -139,10 +139,12 @@ def wrapped_model_dir(lap: Path, out: Path) -> Path:
 
 
 def seed_config(path: Path, model_path: Path, hardware: dict | None = None) -> Path:
-    """``configs/example.yaml`` (the seed's YAML) with only ``model_path`` and ``hardware`` changed."""
+    """``configs/example.yaml`` (the seed's YAML) with only ``model_path`` and ``hardware`` changed
+    (runs then go to ``runs`` beside the written config)."""
     example = Path(__file__).parents[1] / "configs" / "example.yaml"
     data = yaml.safe_load(example.read_text())
     data["model_path"] = str(model_path)
+    data.pop("output_dir", None)  # this repository's addition: the seed's YAML names none
     data["hardware"] = (
         hardware if hardware is not None else {**data["hardware"], "backend": "local"}
     )
