@@ -174,3 +174,36 @@ def corrupt_model(model: Model, how: str, factor: float = 1.5, seed: int = 0) ->
             else:
                 raise ValueError(f"corrupt_model: how={how!r} is not scaled or shuffled")
     return dataclasses.replace(model, backbone=backbone)
+
+
+def shared_two_year_archive(factory) -> Path:
+    """The default world's archive over 2000-2001, made once per session (the learned verdict
+    reads windows from every year)."""
+    if "archive-2y" not in _CACHE:
+        _CACHE["archive-2y"] = write_archive(factory.mktemp("check-archive-2y") / "archive.zarr")
+    return _CACHE["archive-2y"]
+
+
+def learned_verdict(model: Model, archive: Path, *, seed: int = 0, dates=START_DATES, **check):
+    """The learned verdict of ``model`` at ``dates`` (no run needed): the check's own blanket
+    sampling with a run spec of seed ``seed``; ``check`` overrides ``check:`` settings."""
+    from priorflow.config import CheckConfig
+    from priorflow.core.dates import parse_start_date
+    from priorflow.evaluation.learned import check_blankets
+    from priorflow.plan import SamplingSpec
+
+    spec = SamplingSpec(
+        model_path=str(model.path),
+        model_target="best",
+        card=model.card,
+        num_steps=32,
+        sampler="lms",
+        sampler_config={},
+        blanket_overlap=0,
+        fold_mode="symmetrical",
+        precision="float32",
+        seed=seed,
+    )
+    attrs = {**spec.attrs(), "checkpoint_sha256": None}
+    starts = [parse_start_date(d) for d in dates]
+    return check_blankets(attrs, starts, open_archive(archive), CheckConfig(**check), model)

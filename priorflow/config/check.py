@@ -1,25 +1,78 @@
-"""``check:``: what the prior check measures and the thresholds of its verdict."""
+"""``check:``: what the prior check measures and the thresholds of its verdicts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from priorflow.core.samplers import SAMPLERS
 from priorflow.errors import ConfigError
+
+#: The criteria of the "did the denoiser learn?" verdict (:mod:`priorflow.evaluation.learned`).
+LEARNED_CRITERIA = ("mean", "std", "autocorrelation", "spectrum", "cross_channel")
 
 
 class CheckConfig(BaseModel):
     """The ``check:`` section of a run config: what the prior check measures and its thresholds
     (:mod:`priorflow.evaluation.check`).
 
-    The defaults pass the shipped reference model and the exact synthetic-world denoiser and
-    fail a broken model (scaled or shuffled weights); see the module docstring.
+    Two verdicts. "Did the denoiser learn?" (``learned``, the gate): the model's own blankets
+    against the archive's windows, every criterion in units of its standard error, at a
+    family-wise false-fail rate ``false_fail_rate`` (:mod:`priorflow.evaluation.learned`).
+    "What does composition do?" (``composition``): the run's composed trajectories against the
+    archive with the fixed thresholds below (``max_*``/``min_*``), a warning or a failure.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="run the check after generation (flows)")
+    learned: bool = Field(
+        default=False,
+        description="judge the model's own blankets (then the gate); false: the composed run's "
+        "verdict gates. Opt-in until the shipped reference model passes it (docs/check.md)",
+    )
+    false_fail_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description="probability that a right model fails the learned verdict (all tests)",
+    )
+    tolerance: dict[str, float] = Field(
+        default_factory=dict,
+        description="per learned criterion, a factor on its |z| threshold (>1 looser, <1 "
+        "tighter; the false-fail rate holds at 1)",
+    )
+    blanket_members: int = Field(
+        default=32, ge=4, le=10_000, description="model blankets sampled per start date"
+    )
+    blanket_window_days: float = Field(
+        default=15, ge=3, le=183, description="archive windows within this many days of the date"
+    )
+    blanket_sampler: str = Field(
+        default="dpmpp",
+        description="sampler of the blankets (accurate, so that the denoiser is judged, not "
+        "the sampler); 'run': the run's own sampler and steps",
+    )
+    blanket_sampler_config: dict[str, Any] = Field(
+        default_factory=lambda: {"order": 3, "grid": "band"},
+        description="its config (with 'run': ignored)",
+    )
+    blanket_steps: int = Field(default=32, ge=1, le=10_000, description="its steps")
+    bootstrap_resamples: int = Field(
+        default=400, ge=50, le=100_000, description="bootstrap resamples of standard errors"
+    )
+    composition: Literal["warn", "fail", "off"] = Field(
+        default="warn",
+        description="the composed run's verdict: a warning, a failure, or not judged",
+    )
     window_days: float = Field(
         default=15, gt=0, le=183, description="climatology: days either side of the day of year"
     )
@@ -45,7 +98,35 @@ class CheckConfig(BaseModel):
     )
     plots: bool = Field(default=True, description="write the PNG plots (and embed them)")
     plot_channels: int = Field(default=2, ge=1, description="channels in the plume plot")
-    dpi: int = Field(default=80, ge=20, le=300, description="resolution of the PNGs")
+    dpi: int = Field(default=150, ge=20, le=300, description="resolution of the PNGs")
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, factor in value.items():
+            if key not in LEARNED_CRITERIA:
+                raise ValueError(
+                    f"check.tolerance.{key}: unknown criterion — one of "
+                    f"{', '.join(LEARNED_CRITERIA)}"
+                )
+            if not isinstance(factor, int | float) or not factor > 0:
+                raise ValueError(
+                    f"check.tolerance.{key}: {factor!r} — a factor > 0 on the |z| threshold"
+                )
+        return {key: float(factor) for key, factor in value.items()}
+
+    @field_validator("blanket_sampler")
+    @classmethod
+    def _sampler(cls, value: str) -> str:
+        if value != "run" and value not in SAMPLERS:
+            raise ValueError(
+                f"check.blanket_sampler: {value!r} — one of run, {', '.join(SAMPLERS)}"
+            )
+        return value
+
+    def tolerance_of(self, criterion: str) -> float:
+        """The factor on the |z| threshold of a learned criterion (1 unless configured)."""
+        return self.tolerance.get(criterion, 1.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> CheckConfig:

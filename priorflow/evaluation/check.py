@@ -1,16 +1,26 @@
-r"""The prior check of a finished run: metrics, a pass/fail verdict with reasons, plots, a report.
+r"""The prior check of a finished run: two verdicts with reasons, metrics, plots, a report.
 
-:func:`run_check` evaluates every trajectory size of ``<run_dir>/prior.zarr`` against the latent
-archive (:mod:`priorflow.evaluation.evaluate`), judges the metrics with the thresholds of
-:class:`CheckConfig` (the run config's ``check:`` section) and writes, atomically, ::
+:func:`run_check` answers two questions and writes, atomically, ::
 
-    <run_dir>/check/metrics.zarr      one group per size (the metrics dataset), verdict in attrs
-    <run_dir>/check/report.md         verdict table, key numbers, the plots as data URIs
+    <run_dir>/check/metrics.zarr      one group per size (the composed run's metrics) and
+                                      ``blankets`` (every learned test), the verdicts in attrs
+    <run_dir>/check/report.md         verdicts, every threshold and lag, key numbers, the plots
     <run_dir>/check/<size>-*.png      plumes, autocorrelation/seams, skill/spread, spectra
 
-and returns a small :class:`CheckResult` (what a Prefect task returns). The verdict fails when
-any criterion fails; each reason is one line naming the criterion, the size, the channel and
-the numbers:
+and returns a small :class:`CheckResult` (what a Prefect task returns).
+
+**Did the denoiser learn?** (``check.learned``, the gate): the model's own blankets (``K``
+states sampled at once, no composition) at the run's start dates against the archive's
+``K``-state windows at the same dates and hours: mean per channel, latitude band and date, std,
+autocorrelation at every lag ``1..K-1``, zonal spectrum, cross-channel correlation; each in
+units of its standard error, at a stated family-wise false-fail rate
+(:mod:`priorflow.evaluation.learned`, :mod:`priorflow.evaluation.blanket_stats`).
+
+**What does composition do?** (``check.composition``: ``warn``, ``fail`` or ``off``): the run's
+composed trajectories against archive trajectories (climatology members) with the fixed
+thresholds below; a failure here is a warning unless the config says ``fail``. ``finite``
+always gates. With ``check.learned: false`` this verdict gates, as before the learned one
+existed.
 
 ========== ===================================================================================
 criterion  what is compared (per size, every channel)
@@ -36,22 +46,9 @@ diurnal    amplitude of the fitted daily harmonic over the climatology's within
 Known limits of blanket composition (measured with the exact synthetic-world denoiser,
 ``K = 8``, ``O = 4``, 64 lms steps): the standard deviation in the middle of a trajectory is
 about 6-7% low, the seam index is about 1.15-1.2, and the lag correlation beyond the blanket
-decays faster than the world's (lag 6: 0.23 for 0.53; lag 12: 0.00 for 0.28). The defaults judge
-autocorrelation at lags 1-2 only and leave room for these; the metrics store keeps every lag.
-
-Calibration (worst channel; demo settings: 3 dates x 2 members x 72 states, 32 lms steps):
-
-=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
-model               bias   std    SSR   CRPS   acf(2)  seams spectrum  diurnal  verdict
-=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
-exact (64 steps)*   0.03   0.93   0.94  0.99   -0.07   1.20  0.11      0.93     pass
-reference           0.05   0.92   0.94  0.98   -0.14   1.18  0.49      1.26     pass
-reference x1.5      2.2    2.95   0.69  2.70   -0.87   1.07  1.69      6.6      fail
-reference shuffled  1.8    2.01   0.70  1.68   -0.80   1.03  2.85      0.00     fail
-defaults            0.25   0.8-1.2 0.7-1.3 1.25 ±0.2   1.5   0.75      0.5-1.6
-=================== ====== ====== ===== ====== ======= ===== ========= ======== =======
-
-(* 4 dates x 4 members x 48 states; CRPS is the fair CRPS over the climatology ensemble's.)
+decays faster than the world's (lag 6: 0.23 for 0.53; lag 12: 0.00 for 0.28). This is why the
+composed run does not gate by default: a check on composed trajectories cannot tell a model that
+learned the wrong temporal correlation from a right model composed over blankets.
 """
 
 from __future__ import annotations
@@ -60,6 +57,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +68,7 @@ from priorflow.config import CheckConfig
 from priorflow.data.archive import open_archive
 from priorflow.errors import ArchiveError, CheckError, ConfigError, StoreError
 from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
+from priorflow.evaluation.learned import LearnedResult, check_blankets, learned_table
 from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
 from priorflow.models.appa import card_standardizes
@@ -119,12 +118,16 @@ class CheckResult:
     """What :func:`run_check` returns: small and JSON-able through :meth:`to_dict`.
 
     Attributes:
-        passed: the verdict.
-        reasons: one line per failed criterion (empty when it passed).
-        findings: every judged criterion (:class:`Finding`).
+        passed: the verdict (the gate: learned, and composition when it fails the run).
+        reasons: one line per failed criterion that gates (empty when it passed).
+        findings: every judged criterion (:class:`Finding`), learned ones first.
         numbers: key numbers per size (:func:`key_numbers`).
         run_dir, metrics, report: paths; plots: the PNG files.
         seconds: how long the check took.
+        warnings: one line per failed composition criterion that does not gate.
+        verdicts: ``learned`` (pass, fail, off) and ``composition`` (pass, warn, fail, off).
+        learned: what the learned verdict sampled and judged (blanket size, dates, members,
+            archive windows, sampler, steps, tests, false-fail rate, lags).
     """
 
     passed: bool
@@ -136,6 +139,9 @@ class CheckResult:
     report: Path
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)
+    learned: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -164,6 +170,9 @@ class CheckResult:
             "report": str(self.report),
             "plots": [str(p) for p in self.plots],
             "seconds": self.seconds,
+            "warnings": list(self.warnings),
+            "verdicts": dict(self.verdicts),
+            "learned": self.learned,
         }
 
 
@@ -192,6 +201,7 @@ def run_check(
     thresholds: CheckConfig | dict[str, Any] | None = None,
     archive: Any = None,
     *,
+    model: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check a finished run against its archive; write metrics, plots and a report in the run.
@@ -202,6 +212,8 @@ def run_check(
             ``check:`` section in ``config.yaml`` (defaults where it has none).
         archive: an opened :class:`~priorflow.data.archive.LatentArchive`, a path, or None for the
             run's archive (``config.yaml``, else the model card's).
+        model: the model whose blankets the learned verdict samples: a loaded model, a model
+            directory, or None for the run's (its checkpoint must be the one the run used).
         progress: called with a short line as each size is evaluated.
 
     Returns:
@@ -229,8 +241,15 @@ def run_check(
     groups = list(attrs["priorflow_schema"]["groups"])
     _, problems = verify_run(run_dir)  # the data is what the members wrote, or no verdict
     refuse_damage(problems, f"run {run_dir}")
-    results, findings = _evaluate_sizes(run_dir, groups, archive, config, progress)
-    reasons = [f.message for f in findings if not f.ok]
+    results, composed = _evaluate_sizes(run_dir, groups, archive, config, progress)
+    learned = None
+    if config.learned:
+        starts = [
+            np.datetime64(t, "s").astype(datetime)
+            for t in open_group(run_dir, groups[0])["start_date"].values
+        ]
+        learned = check_blankets(attrs, starts, archive, config, model, progress)
+    verdicts, findings, reasons, warned = _verdicts(learned, composed, config)
     numbers = {group: key_numbers(metrics) for group, metrics in results.items()}
     passed = not reasons
 
@@ -244,16 +263,30 @@ def run_check(
                 plots += plot_group(metrics, tmp, dpi=config.dpi)
         verdict = {
             "verdict": "pass" if passed else "fail",
+            "verdicts": verdicts,
             "reasons": reasons,
+            "warnings": warned,
+            "learned": learned.description if learned else {},
             "check_config": config.model_dump(),
             "numbers": numbers,
             "run_dir": str(run_dir),
             "archive": str(getattr(archive, "path", "")),
         }
-        _write_metrics(tmp / METRICS_NAME, results, verdict)
+        tables = dict(results)
+        if learned is not None:
+            tables["blankets"] = _learned_dataset(learned)
+        _write_metrics(tmp / METRICS_NAME, tables, verdict)
         seconds = time.perf_counter() - began
         report = render_report(
-            run_dir, passed, findings, numbers, results, [tmp / p.name for p in plots], config
+            run_dir,
+            passed,
+            findings,
+            numbers,
+            results,
+            [tmp / p.name for p in plots],
+            config,
+            verdicts=verdicts,
+            learned=learned,
         )
         (tmp / REPORT_NAME).write_text(report)
     return CheckResult(
@@ -266,7 +299,56 @@ def run_check(
         report=final / REPORT_NAME,
         plots=[final / p.name for p in plots],
         seconds=seconds,
+        warnings=warned,
+        verdicts=verdicts,
+        learned=learned.description if learned else {},
     )
+
+
+def _verdicts(
+    learned: LearnedResult | None, composed: list[Finding], config: CheckConfig
+) -> tuple[dict[str, str], list[Finding], list[str], list[str]]:
+    """The two verdicts, every finding shown, the reasons that gate and the warnings.
+
+    ``finite`` always gates. With the learned verdict, composition gates only when
+    ``check.composition`` is ``fail``, warns when ``warn`` and is left out when ``off``; without
+    it (``check.learned: false``), composition gates unless ``off``.
+    """
+    finite = [f for f in composed if f.criterion == "finite"]
+    others = [f for f in composed if f.criterion != "finite"]
+    mode = config.composition
+    if learned is None and mode == "warn":
+        mode = "fail"
+    if mode == "off":
+        others = []
+    failed = [f for f in others if not f.ok]
+    if not others:
+        composition = "off" if mode == "off" else "pass"
+    else:
+        composition = "pass" if not failed else ("fail" if mode == "fail" else "warn")
+    gating = finite + (others if mode == "fail" else [])
+    if learned is not None:
+        gating = learned.findings + gating
+    reasons = [f.message for f in gating if not f.ok]
+    warned = [f.message for f in failed] if mode == "warn" else []
+    verdicts = {
+        "learned": "off" if learned is None else ("pass" if learned.passed else "fail"),
+        "composition": composition,
+    }
+    findings = (learned.findings if learned is not None else []) + finite + others
+    return verdicts, findings, reasons, warned
+
+
+def _learned_dataset(learned: LearnedResult) -> Any:
+    """Every judged test of the learned verdict as a dataset along ``test``."""
+    import xarray as xr
+
+    table = learned_table(learned.judged)
+    data = {k: ("test", v.astype(str) if v.dtype.kind == "U" else v) for k, v in table.items()}
+    ds = xr.Dataset(data)
+    ds.attrs = {k: v for k, v in learned.description.items() if k != "sampler_config"}
+    ds.attrs["group"] = learned.group
+    return ds
 
 
 def _evaluate_sizes(

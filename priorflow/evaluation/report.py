@@ -39,21 +39,38 @@ def render_report(
     results: dict[str, Any],
     plots: list[Path],
     config: CheckConfig,
+    *,
+    verdicts: dict[str, str] | None = None,
+    learned: Any = None,
 ) -> str:
-    """The markdown report: verdict, reasons, a table per criterion, key numbers, the plots as
-    base64 data URIs (so a Prefect markdown artifact shows them)."""
+    """The markdown report: both verdicts, reasons and warnings, every threshold and lag, a
+    table per criterion, every learned test, key numbers, the plots as base64 data URIs (so a
+    Prefect markdown artifact shows them)."""
+    verdicts = verdicts or {}
     lines = [
         f"# Prior check: **{'PASS' if passed else 'FAIL'}**",
         "",
-        f"Run `{run_dir}`; thresholds `check:` "
-        + ", ".join(
-            f"{k}={v}" for k, v in config.model_dump().items() if k.startswith(("max", "min"))
-        ),
+        f"Run `{run_dir}`. Did the denoiser learn? **{verdicts.get('learned', 'off')}** "
+        f"(gates). What does composition do? **{verdicts.get('composition', 'off')}** "
+        f"(check.composition: {config.composition}).",
         "",
     ]
     reasons = [f.message for f in findings if not f.ok]
     if reasons:
-        lines += ["## Reasons", "", *[f"- {r}" for r in reasons], ""]
+        lines += ["## Failed criteria", "", *[f"- {r}" for r in reasons], ""]
+    if learned is not None:
+        lines += _learned_section(learned, config)
+    lines += [
+        "## Composed trajectories",
+        "",
+        "Thresholds `check:` "
+        + ", ".join(
+            f"{k}={v}" for k, v in config.model_dump().items() if k.startswith(("max", "min"))
+        )
+        + f"; autocorrelation judged at lags 1-{config.acf_lags} (measured to "
+        f"{config.max_lag}).",
+        "",
+    ]
     lines += [
         "## Verdict",
         "",
@@ -117,10 +134,70 @@ def render_report(
     return "\n".join(lines)
 
 
+def _learned_section(learned: Any, config: CheckConfig) -> list[str]:
+    """The learned verdict: what was sampled, the rule, the worst test per criterion, all tests."""
+    d = learned.description
+    windows = d["archive_windows"]
+    lines = [
+        "## Did the denoiser learn? The model's own blankets against the archive",
+        "",
+        f"{d['members']} blankets of K = {d['blanket_size']} states per start date "
+        f"({d['dates']} dates; sampler {d['sampler']} {d['sampler_config']}, {d['steps']} "
+        f"steps; no composition) against {sum(windows)} archive windows of K states at the "
+        f"same hours within {config.blanket_window_days:g} days of each date "
+        f"({', '.join(map(str, windows))} per date). Autocorrelation at lags "
+        f"{d['lags'][0]}-{d['lags'][-1]}. Each test fails when |z| = |model - archive| / SE "
+        f"exceeds t⁻¹(1 - α/2m) x tolerance, α = {config.false_fail_rate:g} (the false-fail "
+        f"rate of a right model over all m = {d['tests']} tests), tolerances "
+        f"{config.tolerance or 'all 1'}; SE from {config.bootstrap_resamples} stratified "
+        "bootstrap resamples (mean: least squares, see the docs).",
+        "",
+        "| criterion | worst test | model | archive | SE | z | allowed abs(z) | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for finding in learned.findings:
+        own = [j for j in learned.judged if j.test.criterion == finding.criterion]
+        worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
+        t = worst.test
+        failed = sum(not j.ok for j in own)
+        lines.append(
+            f"| {finding.criterion} | {t.label} | {t.model:.4g} | {t.archive:.4g} | "
+            f"{t.se:.2g} | {t.z:+.2f} | {worst.threshold:.2f} | {failed}/{len(own)} |"
+        )
+    lines += [
+        "",
+        "<details><summary>every test</summary>",
+        "",
+        "| criterion | test | model | archive | SE | z | allowed abs(z) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for j in learned.judged:
+        t = j.test
+        mark = "" if j.ok else " **FAIL**"
+        lines.append(
+            f"| {t.criterion} | {t.label} | {t.model:.4g} | {t.archive:.4g} | {t.se:.2g} | "
+            f"{t.z:+.2f}{mark} | {j.threshold:.2f} |"
+        )
+    return [*lines, "", "</details>", ""]
+
+
 def format_result(result: CheckResult) -> str:
     """Plain-text summary for the command line: verdict, reasons, key numbers per size."""
     lines = [f"prior check: {result.verdict.upper()}  ({result.run_dir})"]
+    if result.verdicts:
+        lines.append(
+            f"  did the denoiser learn: {result.verdicts.get('learned')}; composition: "
+            f"{result.verdicts.get('composition')}"
+        )
+    if result.learned:
+        d = result.learned
+        lines.append(
+            f"  learned: {d['members']} blankets x {d['dates']} dates against "
+            f"{sum(d['archive_windows'])} archive windows, {d['tests']} tests at false-fail "
+            f"rate {d['false_fail_rate']:g}, lags {d['lags'][0]}-{d['lags'][-1]}"
+        )
     lines += [f"  {reason}" for reason in result.reasons]
+    lines += [f"  warning: {warning}" for warning in result.warnings]
     for group, n in result.numbers.items():
         lines.append(f"{group} ({n['states']} states)")
         lines.append("  source        RMSE  spread   SSR   fair CRPS")

@@ -37,7 +37,18 @@ def test_pass_prints_the_verdict_and_numbers(run, capsys):
 
 def test_fail_prints_the_reasons_and_exits_1(run, capsys):
     code = _main(
-        ["check", str(run), "--set", "check.max_seam_index=1.01", "--set", "check.plots=no"]
+        [
+            "check",
+            str(run),
+            "--set",
+            "check.max_seam_index=1.01",
+            "--set",
+            "check.plots=no",
+            "--set",
+            "check.composition=fail",
+            "--set",
+            "check.blanket_members=8",
+        ]
     )
     assert code == 1
     out = capsys.readouterr().out

@@ -42,7 +42,8 @@ TIGHT = {
     "max_diurnal_ratio": 1.25,
     "max_diurnal_phase_hours": 1.5,
 }
-QUICK = {"plots": False}
+# the composed run alone (it gates without the learned verdict, which test_learned.py tests)
+QUICK = {"plots": False, "learned": False}
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,18 @@ def _criteria(result):
 def test_exact_model_passes_tight_thresholds(exact_result):
     assert exact_result.passed, exact_result.reasons
     assert exact_result.reasons == []
-    measured = {f.criterion for f in exact_result.findings}
+    assert exact_result.verdicts == {"learned": "pass", "composition": "pass"}
+    learned = {f.criterion for f in exact_result.findings if f.group == "blankets-8"}
+    assert learned == {"mean", "std", "autocorrelation", "spectrum", "cross_channel"}
+    measured = {f.criterion for f in exact_result.findings if f.group == "48h"}
     assert measured == {
         "finite", "bias", "spread", "spread-skill", "skill", "autocorrelation", "seams",
         "spectrum", "diurnal",
     }  # fmt: skip
+    report = exact_result.report.read_text()
+    assert "Autocorrelation at lags 1-7" in report and "α = 0.01" in report
+    blankets = xr.open_zarr(exact_result.metrics, group="blankets")
+    assert len(blankets["z"]) == exact_result.learned["tests"]
     prior = exact_result.numbers["48h"]["prior"]
     climatology = exact_result.numbers["48h"]["climatology"]
     persistence = exact_result.numbers["48h"]["persistence"]
@@ -114,7 +122,7 @@ def test_a_second_check_replaces_the_first(exact_run, tmp_path):
     run = copy_run(exact_run, tmp_path / "run")
     first = run_check(run, QUICK)
     assert first.plots == []
-    second = run_check(run, {"max_bias": 0.001, "plots": False})
+    second = run_check(run, {**QUICK, "max_bias": 0.001})
     assert not second.passed and _criteria(second) == {"bias"}
     root = xr.open_zarr(second.metrics, consolidated=True)
     assert root.attrs["verdict"] == "fail"
@@ -131,6 +139,20 @@ def _corrupted(exact_run, tmp_path, change):
     run = copy_run(exact_run, tmp_path / "run")
     rewrite_latent(run, "48h", change)
     return run_check(run, QUICK)
+
+
+def test_composition_warns_unless_the_config_says_fail(exact_run, tmp_path):
+    """With the learned verdict the composed run's failures are warnings by default."""
+    run = copy_run(exact_run, tmp_path / "run")
+    learned = {"plots": False, "blanket_members": 8, "max_bias": 0.001}
+    warned = run_check(run, learned)
+    assert warned.passed and warned.reasons == []
+    assert warned.verdicts == {"learned": "pass", "composition": "warn"}
+    assert len(warned.warnings) == 1 and warned.warnings[0].startswith("48h bias:")
+    failed = run_check(run, {**learned, "composition": "fail"})
+    assert not failed.passed and failed.reasons == warned.warnings
+    off = run_check(run, {**learned, "composition": "off"})
+    assert off.passed and off.verdicts["composition"] == "off" and not off.warnings
 
 
 def test_bias_is_named(exact_run, tmp_path):
@@ -217,7 +239,7 @@ def test_every_size_is_checked(archive, tmp_path_factory, tmp_path):
     model = shared_exact_model(tmp_path_factory)
     dates = ("2000-04-03 0h", "2000-08-01 12h")
     run = make_run(tmp_path, model, archive, sizes="12,20", members=2, start_dates=dates)
-    result = run_check(run)
+    result = run_check(run, {"learned": False})
     assert {f.group for f in result.findings} == {"12h", "20h"}
     assert set(result.numbers) == {"12h", "20h"}
     for group, states in (("12h", 12), ("20h", 20)):

@@ -83,7 +83,7 @@ def test_nightly_generation_and_check_then_a_failing_check(deployed, nightly_run
     assert "check-priors" in names and any(n.startswith("gen-6h-") for n in names)
 
     # the same night again (resumes: nothing to generate), with a bias threshold nobody meets
-    failing = [*nightly_run["overrides"], "check.max_bias=1e-9"]
+    failing = [*nightly_run["overrides"], "check.max_bias=1e-9", "check.composition=fail"]
     result, flow_run_id = run_deployment(
         deployed, "prior-generation/nightly", {"overrides": failing, "run_id": run_id}
     )
