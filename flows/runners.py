@@ -70,11 +70,11 @@ def local_cluster(
         **kwargs,
     )
     if visible_devices is None:
-        return LocalCluster(n_workers=n_workers, **options)
+        return _bounded_wait(LocalCluster, n_workers=n_workers, **options)
     if len(visible_devices) != n_workers:
         raise ValueError("visible_devices needs one entry per worker")
     # One spec per worker so that each sees only its own GPUs.
-    cluster = LocalCluster(n_workers=0, **options)
+    cluster = _bounded_wait(LocalCluster, n_workers=0, **options)
     try:
         template = cluster.new_spec
         for index, devices in enumerate(visible_devices):
@@ -243,3 +243,19 @@ def check_workers(client: Any, gpus: int, address: str | None = None) -> int:
             f" 'dask worker {where} --nthreads 1 --resources GPU={gpus}'"
         )
     return len(fitting)
+
+
+#: How long a task of a local cluster may wait with no worker able to run it.
+NO_WORKERS_TIMEOUT = "5 minutes"
+
+
+def _bounded_wait(cluster_class: Any, **options: Any) -> Any:
+    """``cluster_class(**options)`` whose scheduler fails a task that no worker can run for
+    :data:`NO_WORKERS_TIMEOUT`, instead of letting it wait forever: if every local worker died
+    and none could be restarted (a machine under memory or CPU pressure), the flow fails and
+    names the missing members. Batch clusters wait in a queue legitimately and keep the default.
+    """
+    import dask
+
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": NO_WORKERS_TIMEOUT}):
+        return cluster_class(**options)

@@ -29,6 +29,7 @@ from tests._runs import damage_members
 
 # Tight: what the exact denoiser reaches with K = 8, O = 4 and 64 steps, with a little room.
 TIGHT = {
+    "learned": True,
     "max_bias": 0.1,
     "min_std_ratio": 0.88,
     "max_std_ratio": 1.1,
@@ -144,7 +145,7 @@ def _corrupted(exact_run, tmp_path, change):
 def test_composition_warns_unless_the_config_says_fail(exact_run, tmp_path):
     """With the learned verdict the composed run's failures are warnings by default."""
     run = copy_run(exact_run, tmp_path / "run")
-    learned = {"plots": False, "blanket_members": 8, "max_bias": 0.001}
+    learned = {"plots": False, "learned": True, "blanket_members": 8, "max_bias": 0.001}
     warned = run_check(run, learned)
     assert warned.passed and warned.reasons == []
     assert warned.verdicts == {"learned": "pass", "composition": "warn"}

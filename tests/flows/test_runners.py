@@ -167,3 +167,15 @@ def test_the_local_cluster_listens_on_loopback_only():
         opened = listening_ports() - before
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
     assert opened and all(ip == "127.0.0.1" for ip, _ in opened), sorted(opened)
+
+
+def test_a_local_cluster_without_workers_fails_its_tasks_instead_of_waiting_forever():
+    """Every worker dead and none restarted (a machine under pressure): the scheduler fails the
+    waiting tasks after a bounded time, so the flow ends and names the missing members."""
+    from dask.utils import parse_timedelta
+
+    from flows.runners import NO_WORKERS_TIMEOUT
+
+    with local_cluster(n_workers=1) as cluster:
+        assert cluster.scheduler.no_workers_timeout == parse_timedelta(NO_WORKERS_TIMEOUT)
+    assert dask.config.get("distributed.scheduler.no-workers-timeout") is None  # only there
