@@ -49,14 +49,16 @@ class ServerWatch:
         if self.before_exit is not None:
             with contextlib.suppress(Exception):  # the message matters more than the display
                 self.before_exit()
-        print(
+        message = (
             f"error: the Prefect server at {self.api_url} stopped answering during the run;"
             f" start it again and run with --run-id {self.run_id} to resume (done members are"
-            " kept)",
-            file=sys.stderr,
-            flush=True,
+            " kept)\n"
         )
-        sys.stdout.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        # One write to the file descriptor: other threads' half-written log lines sit in
+        # sys.stderr's buffer until their newline, so this line starts a line of its own.
+        os.write(sys.stderr.fileno(), message.encode())
         os._exit(1)
 
     def __enter__(self) -> ServerWatch:

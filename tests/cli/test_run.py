@@ -448,7 +448,7 @@ def test_a_server_that_dies_mid_run_is_one_line_and_the_run_resumes(tiny_world, 
     assert errors == [
         f"error: the Prefect server at {api} stopped answering during the run; start it again"
         " and run with --run-id orphaned to resume (done members are kept)"
-    ]
+    ], output
     assert "Traceback" not in output
     again = subprocess.run(
         [str(PRIORFLOW), "run", str(config), "--run-id", "orphaned"],
