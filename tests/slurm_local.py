@@ -24,6 +24,15 @@ from tests.conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
+#: ``hardware`` of a run on this cluster: two GPU workers in partition gpu, aggregation in debug.
+SLURM_HARDWARE = {
+    "backend": "slurm",
+    "gpus_per_node": 2,
+    "max_workers": 2,
+    "scheduler_host": "127.0.0.1",
+    "gen": {"cpus": 1, "ram": "2GB", "time": "0:10:00", "partition": "gpu", "gpus": 1},
+    "aggregate": {"cpus": 1, "ram": "1GB", "time": "0:10:00", "partition": "debug"},
+}
 BINARIES = ("munged", "slurmctld", "slurmd", "scontrol", "sinfo", "squeue", "sbatch", "scancel")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 

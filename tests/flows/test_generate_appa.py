@@ -27,17 +27,9 @@ from priorflow.store import read_store_attrs, store_path
 from priorflow.store.export import export_pt
 from tests.appa_tree import STANDIN, seed_config, wrapped_model_dir, write_appa_tree
 from tests.prefect_fixtures import prefect_api  # noqa: F401  (fixture)
+from tests.slurm_local import SLURM_HARDWARE
 
 pytestmark = pytest.mark.integration
-
-SLURM_HARDWARE = {
-    "backend": "slurm",
-    "gpus_per_node": 2,
-    "max_workers": 2,
-    "scheduler_host": "127.0.0.1",
-    "gen": {"cpus": 1, "ram": "2GB", "time": "0:10:00", "partition": "gpu", "gpus": 1},
-    "aggregate": {"cpus": 1, "ram": "1GB", "time": "0:10:00", "partition": "debug"},
-}
 
 
 @pytest.fixture(scope="module")

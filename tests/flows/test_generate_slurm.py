@@ -30,17 +30,9 @@ from priorflow.models.loading import load_model
 from priorflow.store import read_mark, store_path
 from tests._runs import direct_trajectory, prepared_run
 from tests.prefect_fixtures import read_flow_artifacts, write_run_config
+from tests.slurm_local import SLURM_HARDWARE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SLURM_HARDWARE = {
-    "backend": "slurm",
-    "gpus_per_node": 2,
-    "max_workers": 2,
-    "scheduler_host": "127.0.0.1",
-    "gen": {"cpus": 1, "ram": "2GB", "time": "0:10:00", "partition": "gpu", "gpus": 1},
-    "aggregate": {"cpus": 1, "ram": "1GB", "time": "0:10:00", "partition": "debug"},
-}
 
 
 @pytest.fixture(scope="module")
