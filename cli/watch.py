@@ -56,9 +56,9 @@ class ServerWatch:
         )
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        # One write to the file descriptor: other threads' half-written log lines sit in
-        # sys.stderr's buffer until their newline, so this line starts a line of its own.
-        os.write(sys.stderr.fileno(), message.encode())
+        # One write to the descriptor, after a newline: another thread (Prefect's API log
+        # handler, failing now) may have left half a line there; this one starts its own.
+        os.write(sys.stderr.fileno(), ("\n" + message).encode())
         os._exit(1)
 
     def __enter__(self) -> ServerWatch:
