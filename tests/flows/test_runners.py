@@ -148,14 +148,20 @@ def test_workers_without_the_gpu_resource_are_refused():
 
 
 def listening_ports() -> set[tuple[str, int]]:
-    """``(address, port)`` of every IPv4 TCP socket listening on this machine."""
+    """``(address, port)`` of every IPv4 TCP socket this process and its children listen on
+    (the cluster's scheduler, dashboard and workers; not other tests' servers beside it)."""
+    import psutil
+
+    me = psutil.Process()
     found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A":  # LISTEN
-            address, port = fields[1].split(":")
-            ip = ".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0))
-            found.add((ip, int(port, 16)))
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="tcp4")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for connection in connections:
+            if connection.status == psutil.CONN_LISTEN:
+                found.add((connection.laddr.ip, connection.laddr.port))
     return found
 
 
@@ -166,6 +172,7 @@ def test_the_local_cluster_listens_on_loopback_only():
     with local_cluster(n_workers=1) as cluster:
         opened = listening_ports() - before
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+    assert len(opened) >= 3  # the scheduler, its dashboard, the worker (and its nanny)
     assert opened and all(ip == "127.0.0.1" for ip, _ in opened), sorted(opened)
 
 
