@@ -45,6 +45,9 @@ def train(
     blocks: int = typer.Option(1, help="Residual blocks per resolution."),
     embedding: int = typer.Option(64, help="Width of the noise + date embedding."),
     padding: str = typer.Option("zeros", help="Spatial padding: zeros or circular."),
+    temporal_kernel: int = typer.Option(
+        3, help="States seen by each temporal convolution (odd; K - 1 or more: the whole blanket)."
+    ),
     position_rank: int = typer.Option(
         8, help="Learned maps of the date-dependent position field."
     ),
@@ -97,6 +100,7 @@ def train(
             "blocks": blocks,
             "embedding": embedding,
             "padding": padding,
+            "temporal_kernel": temporal_kernel,
             "position_rank": position_rank,
         },
         val_every_days=val_every_days,
