@@ -115,6 +115,7 @@ class LearnedResult:
     findings: list[Finding]
     judged: list[JudgedTest]
     description: dict[str, object]
+    ranks: np.ndarray | None = None  # (C, M + 1) rank histogram (priorflow.evaluation.ranks)
 
     @property
     def passed(self) -> bool:
@@ -167,9 +168,12 @@ def check_blankets(
     progress: object = None,
 ) -> LearnedResult:
     """Sample the model's blankets at the run's start dates, read the archive's windows, and
-    judge them (module docstring). ``attrs``: the store's root attributes (the sampling spec)."""
+    judge them (module docstring), and rank the archive's values among the blankets (a diagnostic,
+    :mod:`priorflow.evaluation.ranks`). ``attrs``: the store's root attributes (the sampling
+    spec)."""
     from priorflow.evaluation.blanket_samples import sample_blankets
     from priorflow.evaluation.blanket_stats import blanket_tests
+    from priorflow.evaluation.ranks import rank_histogram
     from priorflow.plan import SamplingSpec
 
     spec = blanket_spec(SamplingSpec.from_attrs(attrs), config)
@@ -198,4 +202,6 @@ def check_blankets(
         "false_fail_rate": config.false_fail_rate,
         "lags": list(range(1, samples.blanket_size)),
     }
-    return LearnedResult(group, learned_findings(judged, group, config), judged, description)
+    findings = learned_findings(judged, group, config)
+    ranks = rank_histogram(samples, seed=int(spec.seed))
+    return LearnedResult(group, findings, judged, description, ranks)
