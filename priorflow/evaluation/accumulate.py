@@ -97,6 +97,8 @@ class GroupLayout:
     spectral: int | None
     point: tuple[int, ...]
     plot_channels: list[int]
+    map_state: int
+    map_index: tuple[int | slice, ...] | None
 
     @classmethod
     def of(
@@ -126,7 +128,17 @@ class GroupLayout:
             spectral=spatial_shape[-1] // 2 + 1 if spatial_shape else None,
             point=tuple(n // 2 for n in spatial_shape),  # the plume's point: the grid's middle
             plot_channels=list(range(min(int(plots), C))),
+            map_state=T // 2,
+            map_index=_map_index(spatial_shape),
         )
+
+
+def _map_index(spatial_shape: tuple[int, ...]) -> tuple[int | slice, ...] | None:
+    """The maps' plane: the last two spatial axes, the others at their middle; None with fewer
+    than two spatial axes (no maps)."""
+    if len(spatial_shape) < 2:
+        return None
+    return (*(n // 2 for n in spatial_shape[:-2]), slice(None), slice(None))
 
 
 class GroupSums:
@@ -143,7 +155,8 @@ class GroupSums:
         self.ref_rhs = np.zeros((3, C, *layout.spatial_shape))
         self.nonfinite: list[str] = []
         self.dates = 0
-        self.plume: dict[str, np.ndarray] = {}
+        self.plumes: list[dict[str, Any]] = []
+        self.maps: list[dict[str, np.ndarray]] = []
 
     def add_date(
         self, start: datetime, x: np.ndarray, valid: np.ndarray, archive: Any, window: float
@@ -178,12 +191,43 @@ class GroupSums:
         self.mean_var += (std * std / count).mean(axis=spatial)
         self.ref_normal += design.T @ design
         self.ref_rhs += np.tensordot(design, mean, axes=(0, 0))
-        if not self.plume:
-            where = (slice(None), layout.plot_channels, *layout.point)
-            self.plume = {
-                "prior": x[(slice(None), *where)],
-                "climatology": clim[(slice(None), *where)],
-                "truth": truth[where],
-                "persistence": persistence[0][where],
-            }
+        self.plumes.append(self._plume(start, x, clim, truth, persistence[0]))
+        if layout.map_index is not None:
+            self.maps.append(self._maps(x, mean, std))
         self.dates += 1
+
+    def _plume(
+        self,
+        start: datetime,
+        x: np.ndarray,
+        clim: np.ndarray,
+        truth: np.ndarray,
+        persistence: np.ndarray,
+    ) -> dict[str, Any]:
+        """One date at the plume's point and the plot channels; the prior padded with NaN to
+        ``M`` members (members that are not finite are left out)."""
+        layout = self.layout
+        where = (slice(None), layout.plot_channels, *layout.point)
+        prior = np.full((layout.M, layout.T, len(layout.plot_channels)), np.nan)
+        prior[: len(x)] = x[(slice(None), *where)]
+        return {
+            "start": start,
+            "prior": prior,
+            "climatology": clim[(slice(None), *where)],
+            "truth": truth[where],
+            "persistence": persistence[where],
+        }
+
+    def _maps(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+        """Ensemble mean and standard deviation (ddof 1; NaN for one member) of the plot
+        channels at the maps' state, and the climatological mean and std there."""
+        layout = self.layout
+        where = (layout.map_state, layout.plot_channels, *layout.map_index)
+        members = x[(slice(None), *where)]
+        spread = (
+            members.std(axis=0, ddof=1) if len(members) > 1 else np.full_like(members[0], np.nan)
+        )
+        return {
+            "mean": np.stack([members.mean(axis=0), mean[where]]),
+            "std": np.stack([spread, std[where]]),
+        }

@@ -1,11 +1,17 @@
 r"""The prior check of a finished run: two verdicts with reasons, metrics, plots, a report.
 
-:func:`run_check` answers two questions and writes, atomically, ::
+:func:`run_check` answers two questions and writes, atomically, a new folder per check
+(:mod:`priorflow.evaluation.check_folders`; earlier checks are kept) ::
 
-    <run_dir>/check/metrics.zarr      one group per size (the composed run's metrics) and
-                                      ``blankets`` (every learned test), the verdicts in attrs
-    <run_dir>/check/report.md         verdicts, every threshold and lag, key numbers, the plots
-    <run_dir>/check/<size>-*.png      plumes, autocorrelation/seams, skill/spread, spectra
+    <run_dir>/check/<UTC time>/metrics.zarr   one group per size (the composed run's metrics)
+                                              and ``blankets`` (every learned test, the rank
+                                              histograms), the verdicts in attrs
+    <run_dir>/check/<UTC time>/report.md      verdicts, every threshold and lag, key numbers,
+                                              the plots
+    <run_dir>/check/<UTC time>/*.png          per size: plumes and maps per start date,
+                                              autocorrelation/seams, skill/spread, spectra;
+                                              ``blankets-<K>-ranks.png``
+    <run_dir>/check/latest -> <UTC time>      the newest check (a relative symbolic link)
 
 and returns a small :class:`CheckResult` (what a Prefect task returns).
 
@@ -57,18 +63,19 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from priorflow.atomic import staging_directory
 from priorflow.config import CheckConfig
 from priorflow.data.archive import open_archive
 from priorflow.errors import ArchiveError, CheckError, ConfigError, StoreError
+from priorflow.evaluation.check_folders import new_check, prepare_root
 from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
 from priorflow.evaluation.learned import LearnedResult, check_blankets, learned_table
+from priorflow.evaluation.ranks import extreme_fraction
 from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
 from priorflow.models.appa import card_standardizes
@@ -77,7 +84,6 @@ from priorflow.safe_yaml import load_yaml
 from priorflow.store import has_store, open_group, read_store_attrs, store_path
 from priorflow.store.integrity import refuse_damage, verify_run
 
-CHECK_DIR = "check"
 METRICS_NAME = "metrics.zarr"
 REPORT_NAME = "report.md"
 
@@ -122,7 +128,8 @@ class CheckResult:
         reasons: one line per failed criterion that gates (empty when it passed).
         findings: every judged criterion (:class:`Finding`), learned ones first.
         numbers: key numbers per size (:func:`key_numbers`).
-        run_dir, metrics, report: paths; plots: the PNG files.
+        run_dir: the run; directory: this check's folder (``<run_dir>/check/<UTC time>``);
+        metrics, report: its ``metrics.zarr`` and ``report.md``; plots: its PNG files.
         seconds: how long the check took.
         warnings: one line per failed composition criterion that does not gate.
         verdicts: ``learned`` (pass, fail, off) and ``composition`` (pass, warn, fail, off).
@@ -135,6 +142,7 @@ class CheckResult:
     findings: list[Finding]
     numbers: dict[str, Any]
     run_dir: Path
+    directory: Path
     metrics: Path
     report: Path
     plots: list[Path] = field(default_factory=list)
@@ -166,6 +174,7 @@ class CheckResult:
             "findings": [asdict(f) for f in self.findings],
             "numbers": self.numbers,
             "run_dir": str(self.run_dir),
+            "directory": str(self.directory),
             "metrics": str(self.metrics),
             "report": str(self.report),
             "plots": [str(p) for p in self.plots],
@@ -217,20 +226,23 @@ def run_check(
         progress: called with a short line as each size is evaluated.
 
     Returns:
-        The :class:`CheckResult`; ``<run_dir>/check/`` then holds ``metrics.zarr``,
-        ``report.md`` and the PNGs (replacing an earlier check's, atomically).
+        The :class:`CheckResult`; ``<run_dir>/check/<UTC time>/`` then holds ``metrics.zarr``,
+        ``report.md`` and the PNGs, and ``<run_dir>/check/latest`` points at it (earlier
+        checks are kept).
 
     Raises:
-        StoreError: no store, a size that is not finished (not aggregated), or members whose
-            data does not match their done marks (named).
+        StoreError: no store, a size that is not finished (not aggregated), members whose
+            data does not match their done marks (named), or a ``check`` or ``check/latest``
+            that priorflow did not write.
         ArchiveError: no archive, or one that does not hold the run's valid times.
         ConfigError: bad thresholds.
     """
-    began = time.perf_counter()
+    began, began_at = time.perf_counter(), datetime.now(UTC)
     run_dir = Path(run_dir)
     store = store_path(run_dir)
     if not has_store(run_dir):
         raise StoreError(f"run: {run_dir} holds no {store.name}; give the directory of a run")
+    prepare_root(run_dir)  # refused before the work, not after
     config = load_check_config(run_dir) if thresholds is None else CheckConfig.parse(thresholds)
     attrs = read_store_attrs(store)
     if not hasattr(archive, "states"):
@@ -253,14 +265,11 @@ def run_check(
     numbers = {group: key_numbers(metrics) for group, metrics in results.items()}
     passed = not reasons
 
-    final = run_dir / CHECK_DIR
-    with staging_directory(final) as tmp:
+    with new_check(run_dir, began_at) as new:
+        tmp = new.staging
         plots: list[Path] = []
         if config.plots:
-            from priorflow.evaluation.plots import plot_group
-
-            for metrics in results.values():
-                plots += plot_group(metrics, tmp, dpi=config.dpi)
+            plots = _plot(results, learned, tmp, config.dpi)
         verdict = {
             "verdict": "pass" if passed else "fail",
             "verdicts": verdicts,
@@ -271,6 +280,7 @@ def run_check(
             "numbers": numbers,
             "run_dir": str(run_dir),
             "archive": str(getattr(archive, "path", "")),
+            "began": began_at.isoformat(timespec="seconds"),
         }
         tables = dict(results)
         if learned is not None:
@@ -283,18 +293,22 @@ def run_check(
             findings,
             numbers,
             results,
-            [tmp / p.name for p in plots],
+            plots,
             config,
             verdicts=verdicts,
             learned=learned,
+            began=began_at,
         )
         (tmp / REPORT_NAME).write_text(report)
+    final = new.path
+    assert final is not None  # the block ended without an error
     return CheckResult(
         passed=passed,
         reasons=reasons,
         findings=findings,
         numbers=numbers,
         run_dir=run_dir,
+        directory=final,
         metrics=final / METRICS_NAME,
         report=final / REPORT_NAME,
         plots=[final / p.name for p in plots],
@@ -303,6 +317,23 @@ def run_check(
         verdicts=verdicts,
         learned=learned.description if learned else {},
     )
+
+
+def _plot(
+    results: dict[str, Any], learned: LearnedResult | None, directory: Path, dpi: int
+) -> list[Path]:
+    """Every PNG: per size (:func:`~priorflow.evaluation.plots.plot_group`), and the rank
+    histograms of the learned verdict."""
+    from priorflow.evaluation.plots import plot_group, plot_ranks
+
+    plots: list[Path] = []
+    for metrics in results.values():
+        plots += plot_group(metrics, directory, dpi=dpi)
+    if learned is not None and learned.ranks is not None:
+        channels = [str(c) for c in range(len(learned.ranks))]
+        path = directory / f"{learned.group}-ranks.png"
+        plots.append(plot_ranks(learned.ranks, channels, learned.group, path, dpi))
+    return plots
 
 
 def _verdicts(
@@ -340,7 +371,8 @@ def _verdicts(
 
 
 def _learned_dataset(learned: LearnedResult) -> Any:
-    """Every judged test of the learned verdict as a dataset along ``test``."""
+    """Every judged test of the learned verdict as a dataset along ``test``; the rank
+    histograms ``(channel, rank)`` (fractions) and their extreme-bin fractions beside them."""
     import xarray as xr
 
     table = learned_table(learned.judged)
@@ -348,6 +380,12 @@ def _learned_dataset(learned: LearnedResult) -> Any:
     ds = xr.Dataset(data)
     ds.attrs = {k: v for k, v in learned.description.items() if k != "sampler_config"}
     ds.attrs["group"] = learned.group
+    if learned.ranks is not None:
+        C, bins = learned.ranks.shape
+        ds["rank_histogram"] = (("channel", "rank"), learned.ranks)
+        ds["rank_extreme_fraction"] = (("channel",), extreme_fraction(learned.ranks))
+        ds = ds.assign_coords(channel=np.arange(C), rank=np.arange(bins))
+        ds.attrs["rank_extreme_expected"] = 2 / bins
     return ds
 
 

@@ -26,12 +26,20 @@ persistence), ``sample`` (prior, archive), ``lead`` (hours), ``channel``, ``lag`
   ``increment_by_lead`` ``(sample, lead, channel)``: mean squared one-step increment of the
   anomalies arriving at each lead;
 - ``spectrum`` ``(sample, channel, wavenumber)`` (zonal, along the last state dimension);
-- ``plume_prior``, ``plume_climatology`` ``(member, lead, plot_channel)``, ``plume_truth``,
-  ``plume_persistence`` ``(lead, plot_channel)``: the first start date at one point.
+- ``plume_prior`` ``(start_date, member, lead, plot_channel)`` (NaN for members that are not
+  finite), ``plume_climatology`` ``(start_date, clim_member, lead, plot_channel)``,
+  ``plume_truth``, ``plume_persistence`` ``(start_date, lead, plot_channel)``: every start date
+  (with a finite member) at one point;
+- ``map_mean``, ``map_std`` ``(start_date, map_source, plot_channel, map_y, map_x)``: at the
+  middle state (``map_state``, lead ``map_lead`` hours) of every start date, the prior's
+  ensemble mean and standard deviation over members (``map_source`` prior) and the
+  climatological mean and standard deviation at that valid time (climatology), on the last two
+  spatial axes (others at their middle; no maps with fewer than two spatial axes).
 
 Attributes: ``group``, ``states``, ``members``, ``dates``, ``dt_hours``, ``blanket_size``,
 ``overlap``, ``fold_mode``, ``seams`` (state indices), ``seam_leads`` (hours), ``window_days``,
-``nonfinite_members`` (job-like labels), ``point`` (the plume's state index).
+``nonfinite_members`` (job-like labels), ``point`` (the plume's state index), ``map_state`` and
+``map_lead``.
 """
 
 from __future__ import annotations
@@ -134,9 +142,12 @@ def evaluate_group(
     if layout.spectral is not None:
         data_vars |= _spectrum_variables(sums)
         coords["wavenumber"] = np.arange(layout.spectral)
-    if sums.plume:
-        data_vars |= _plume_variables(sums.plume)
-        coords["member"] = np.arange(sums.plume["prior"].shape[0])
+    data_vars |= _plume_variables(sums.plumes)
+    coords["member"] = np.arange(layout.M)
+    coords["start_date"] = np.array([p["start"] for p in sums.plumes], dtype="datetime64[ns]")
+    if sums.maps:
+        data_vars |= _map_variables(sums.maps)
+        coords["map_source"] = ["prior", "climatology"]
     out = xr.Dataset(data_vars, coords=coords)
     out.attrs.update(_attributes(dataset, layout, sums, window_days))
     return out
@@ -245,13 +256,35 @@ def _spectrum_variables(sums: GroupSums) -> dict[str, Any]:
     }
 
 
-def _plume_variables(plume: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The first start date at one point: members, climatology, truth and persistence."""
+def _plume_variables(plumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every start date at one point: members, climatology, truth and persistence."""
     return {
-        "plume_prior": (("member", "lead", "plot_channel"), plume["prior"]),
-        "plume_climatology": (("clim_member", "lead", "plot_channel"), plume["climatology"]),
-        "plume_truth": (("lead", "plot_channel"), plume["truth"]),
-        "plume_persistence": (("lead", "plot_channel"), plume["persistence"]),
+        "plume_prior": (
+            ("start_date", "member", "lead", "plot_channel"),
+            np.stack([p["prior"] for p in plumes]),
+        ),
+        "plume_climatology": (
+            ("start_date", "clim_member", "lead", "plot_channel"),
+            np.stack([p["climatology"] for p in plumes]),
+        ),
+        "plume_truth": (
+            ("start_date", "lead", "plot_channel"),
+            np.stack([p["truth"] for p in plumes]),
+        ),
+        "plume_persistence": (
+            ("start_date", "lead", "plot_channel"),
+            np.stack([p["persistence"] for p in plumes]),
+        ),
+    }
+
+
+def _map_variables(maps: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per start date at the maps' state: the prior's ensemble mean and std and the
+    climatological mean and std (``map_source``), plot channels, the last two spatial axes."""
+    dims = ("start_date", "map_source", "plot_channel", "map_y", "map_x")
+    return {
+        "map_mean": (dims, np.stack([m["mean"] for m in maps])),
+        "map_std": (dims, np.stack([m["std"] for m in maps])),
     }
 
 
@@ -274,5 +307,6 @@ def _attributes(
         "nonfinite_members": sums.nonfinite,
         "point": [int(i) for i in layout.point],
         "points": int(np.prod(layout.spatial_shape, dtype=np.int64)),
-        "plume_start_date": str(np.datetime64(dataset["start_date"].values[0], "h")),
+        "map_state": layout.map_state,
+        "map_lead": layout.map_state * dt,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,15 +43,17 @@ def render_report(
     *,
     verdicts: dict[str, str] | None = None,
     learned: Any = None,
+    began: datetime | None = None,
 ) -> str:
-    """The markdown report: both verdicts, reasons and warnings, every threshold and lag, a
-    table per criterion, every learned test, key numbers, the plots as base64 data URIs (so a
-    Prefect markdown artifact shows them)."""
+    """The markdown report: both verdicts, reasons and warnings, every threshold, lag and seam,
+    a table per criterion, every learned test, the rank histograms, key numbers, the plots as
+    base64 data URIs (so a Prefect markdown artifact shows them)."""
     verdicts = verdicts or {}
+    when = f" Checked {began:%Y-%m-%d %H:%M:%S} UTC." if began is not None else ""
     lines = [
         f"# Prior check: **{'PASS' if passed else 'FAIL'}**",
         "",
-        f"Run `{run_dir}`. Did the denoiser learn? **{verdicts.get('learned', 'off')}** "
+        f"Run `{run_dir}`.{when} Did the denoiser learn? **{verdicts.get('learned', 'off')}** "
         f"(gates). What does composition do? **{verdicts.get('composition', 'off')}** "
         f"(check.composition: {config.composition}).",
         "",
@@ -60,13 +63,13 @@ def render_report(
         lines += ["## Failed criteria", "", *[f"- {r}" for r in reasons], ""]
     if learned is not None:
         lines += _learned_section(learned, config)
+        lines += _ranks_section(learned)
+        lines += _embedded(plots, learned.group)
     lines += [
         "## Composed trajectories",
         "",
         "Thresholds `check:` "
-        + ", ".join(
-            f"{k}={v}" for k, v in config.model_dump().items() if k.startswith(("max", "min"))
-        )
+        + ", ".join(f"{k}={v}" for k, v in _fixed_thresholds(config).items())
         + f"; autocorrelation judged at lags 1-{config.acf_lags} (measured to "
         f"{config.max_lag}).",
         "",
@@ -82,6 +85,7 @@ def render_report(
         cells = (f.group, f.criterion, fmt(f.value), f.limit, status)
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     lines.append("")
+    lines += settings_section(config, learned, results)
     for group, n in numbers.items():
         ds = results[group]
         lines += [
@@ -127,11 +131,119 @@ def render_report(
             "with this many dates and members.",
             "",
         ]
-        for plot in plots:
-            if plot.name.startswith(f"{group}-"):
-                title = plot.stem.removeprefix(f"{group}-")
-                lines += [f"![{group} {title}]({_data_uri(plot)})", ""]
+        lines += _embedded(plots, group)
     return "\n".join(lines)
+
+
+def _embedded(plots: list[Path], group: str) -> list[str]:
+    """The plots of ``group`` (``<group>-<title>.png``) as markdown images with data URIs."""
+    lines = []
+    for plot in plots:
+        if plot.name.startswith(f"{group}-"):
+            title = plot.stem.removeprefix(f"{group}-")
+            lines += [f"![{group} {title}]({_data_uri(plot)})", ""]
+    return lines
+
+
+def settings_section(config: CheckConfig, learned: Any, results: dict[str, Any]) -> list[str]:
+    """Every threshold, lag and seam the check used, as one table."""
+    rows: list[tuple[str, str, str]] = []
+    if learned is not None:
+        d = learned.description
+        K = int(d["blanket_size"])
+        rows += [
+            ("learned", "false-fail rate α (all tests together)", f"{config.false_fail_rate:g}"),
+            ("learned", "tests m (Bonferroni: each two-sided at α/m)", str(d["tests"])),
+        ]
+        for criterion, values in _thresholds(learned.judged).items():
+            tolerance = config.tolerance_of(criterion)
+            shown = ", ".join(f"{t:.2f} (ν = {df:g})" for t, df in values)
+            what = f"{criterion}: allowed abs(z) = t_ν⁻¹(1 - α/2m) x tolerance {tolerance:g}"
+            rows.append(("learned", what, shown))
+        rows += [
+            ("learned", "autocorrelation lags (states)", f"1-{K - 1}"),
+            ("learned", "blanket length K; seams", f"{K}; none (one blanket, no composition)"),
+            ("learned", "archive windows within (days)", f"{config.blanket_window_days:g}"),
+            ("learned", "bootstrap resamples", str(config.bootstrap_resamples)),
+        ]
+    fields = type(config).model_fields
+    rows += [
+        ("composed", f"`check.{key}`: {fields[key].description}", f"{value:g}")
+        for key, value in _fixed_thresholds(config).items()
+    ]
+    rows += [
+        ("composed", "autocorrelation lags judged (states)", f"1-{config.acf_lags}"),
+        ("composed", "autocorrelation lags measured (states)", f"1-{config.max_lag}"),
+        ("composed", "climatology window (days)", f"{config.window_days:g}"),
+        ("composed", "verdict", f"check.composition: {config.composition}"),
+    ]
+    for group, ds in results.items():
+        seams = ", ".join(map(str, ds.attrs.get("seams", [])))
+        leads = ", ".join(map(str, ds.attrs.get("seam_leads", [])))
+        rows.append(
+            (
+                f"composed {group}",
+                "blanket length K, overlap, fold; seams",
+                f"{ds.attrs['blanket_size']}, {ds.attrs['overlap']}, {ds.attrs['fold_mode']}; "
+                + (f"states {seams} (leads {leads} h)" if seams else "none (one blanket)"),
+            )
+        )
+    lines = [
+        "## Every threshold, lag and seam",
+        "",
+        "| verdict | setting | value |",
+        "|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _fixed_thresholds(config: CheckConfig) -> dict[str, float]:
+    """The composed verdict's fixed thresholds: every ``max_*`` and ``min_*`` setting but
+    ``max_lag`` (how far the autocorrelation is measured, not a threshold)."""
+    return {
+        k: v
+        for k, v in config.model_dump().items()
+        if k.startswith(("max_", "min_")) and k != "max_lag"
+    }
+
+
+def _thresholds(judged: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    """Per learned criterion, its distinct ``(|z| threshold, degrees of freedom)``."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for j in judged:
+        pair = (round(float(j.threshold), 2), float(j.test.df))
+        if pair not in out.setdefault(j.test.criterion, []):
+            out[j.test.criterion].append(pair)
+    return out
+
+
+def _ranks_section(learned: Any) -> list[str]:
+    """The rank histograms' extreme bins per channel against their expectation (no gate)."""
+    if learned.ranks is None:
+        return []
+    histogram = learned.ranks
+    bins = histogram.shape[1]
+    expected = 2 / bins
+    lines = [
+        "### Rank histograms (a diagnostic, not a gate)",
+        "",
+        f"The rank of every archive window's value (moved to the model's valid time by removing "
+        f"the fitted seasonal drift, y - b1 delta) among the {bins - 1} blankets' values at the "
+        "same date, state, channel and point. A flat histogram (each rank 1/(M+1)) is what a "
+        "model of the archive's distribution gives; a U shape (the two extreme bins above "
+        f"2/(M+1) = {expected:.3f}) an under-dispersed one, a dome an over-dispersed one, a "
+        "slope a biased one. Not a gate: every window of a date is ranked among the same "
+        "members, so the standard error of the extreme-bin fraction is not that of independent "
+        "ranks nor a simple bootstrap's; the std and mean tests above judge dispersion and bias "
+        "in units of their standard errors.",
+        "",
+        "| channel | extreme bins h(0) + h(M) | expected 2/(M+1) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for c, value in enumerate(histogram[:, 0] + histogram[:, -1]):
+        lines.append(f"| {c} | {value:.4f} | {expected:.4f} | {value / expected:.2f} |")
+    return [*lines, ""]
 
 
 def _learned_section(learned: Any, config: CheckConfig) -> list[str]:
@@ -216,6 +328,7 @@ def format_result(result: CheckResult) -> str:
                 f"  seam index {fmt(s['seam_index'])}"
                 f"  spectrum {fmt(s.get('spectrum_error'))}"
             )
+    lines.append(f"check    {result.directory} (latest: {result.run_dir / 'check' / 'latest'})")
     lines.append(f"report   {result.report}")
     lines.append(f"metrics  {result.metrics}")
     return "\n".join(lines)

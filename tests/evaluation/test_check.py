@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import warnings
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch import nn
 
 from priorflow.errors import ConfigError, PriorflowError
 from priorflow.evaluation.check import CheckConfig, CheckError, judge, load_check_config, run_check
+from priorflow.evaluation.check_folders import latest_check, list_checks
 from priorflow.models.loading import load_model
 from tests._check_runs import (
     copy_run,
@@ -91,49 +94,108 @@ def test_exact_model_passes_tight_thresholds(exact_result):
     assert persistence["rmse_last"] > prior["rmse_last"]
 
 
-def test_outputs_are_written_in_the_run(exact_result):
+def test_outputs_are_written_in_a_folder_of_their_own(exact_result):
+    """What a user finds after ``priorflow check RUN``: the check's folder, ``latest`` pointing
+    at it, the metrics, one plume and one map per start date, the rank histograms, a report
+    that embeds them and names every threshold and lag."""
     check = exact_result.run_dir / "check"
-    assert exact_result.metrics == check / "metrics.zarr"
+    assert exact_result.directory.parent == check
+    assert re.fullmatch(r"\d{8}T\d{6}Z", exact_result.directory.name)
+    assert os.readlink(check / "latest") == exact_result.directory.name
+    assert latest_check(exact_result.run_dir) == exact_result.directory
+    assert exact_result.metrics == exact_result.directory / "metrics.zarr"
+    assert exact_result.report == exact_result.directory / "report.md"
     metrics = xr.open_zarr(exact_result.metrics, group="48h")
     assert set(metrics["source"].values) == {"prior", "climatology", "persistence"}
     assert metrics["rmse"].dims == ("source", "lead", "channel")
     assert metrics["acf"].sizes["lag"] == 12
     root = xr.open_zarr(exact_result.metrics, consolidated=True)
     assert root.attrs["verdict"] == "pass"
+    dates = ["2000-03-20T00", "2000-05-10T06", "2000-07-01T12", "2000-09-15T18"]
     names = sorted(p.name for p in exact_result.plots)
-    assert names == [
-        "48h-autocorrelation.png", "48h-plumes.png", "48h-skill.png", "48h-spectra.png",
-    ]  # fmt: skip
+    assert names == sorted(
+        [f"48h-plumes-{d}.png" for d in dates]
+        + [f"48h-maps-{d}.png" for d in dates]
+        + ["48h-autocorrelation.png", "48h-skill.png", "48h-spectra.png"]
+        + ["blankets-8-ranks.png"]
+    )
+    assert sorted(p.name for p in exact_result.directory.glob("*.png")) == names
     for plot in exact_result.plots:
+        assert plot.parent == exact_result.directory
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert plot.stat().st_size < 60_000  # palette PNGs: the report embeds them
+        assert plot.stat().st_size < 80_000  # palette PNGs: the report embeds them
+    # the rank histograms: 32 blankets, 33 ranks per channel, fractions that sum to 1
+    blankets = xr.open_zarr(exact_result.metrics, group="blankets")
+    ranks = blankets["rank_histogram"].values
+    assert ranks.shape == (4, 33)
+    np.testing.assert_allclose(ranks.sum(axis=1), 1.0)
+    expected = blankets.attrs["rank_extreme_expected"]
+    assert expected == pytest.approx(2 / 33)
+    # the exact model: extreme bins near their expectation (a diagnostic: no SE, loose bounds)
+    assert (np.abs(blankets["rank_extreme_fraction"].values / expected - 1) < 0.5).all()
+
     report = exact_result.report.read_text()
     assert report.startswith("# Prior check: **PASS**")
-    assert report.count("](data:image/png;base64,") == 4
+    assert report.count("](data:image/png;base64,") == len(names)
     assert "| 48h | seams |" in report
     # every verdict row has exactly its five cells (pipes inside a cell are escaped)
     rows = [line for line in report.splitlines() if line.startswith("| 48h |")]
     assert rows and all(line.replace("\\|", "").count("|") == 6 for line in rows), rows
     assert "\\|.\\| <=" in report
-    json.dumps(exact_result.to_dict())  # the task's record is JSON-able
-    assert not list(exact_result.run_dir.glob(".check*"))  # no temporary folder left
+    # every threshold, lag and seam
+    assert "## Every threshold, lag and seam" in report
+    assert "| learned | false-fail rate α (all tests together) | 0.01 |" in report
+    tests = exact_result.learned["tests"]
+    assert f"| learned | tests m (Bonferroni: each two-sided at α/m) | {tests} |" in report
+    for criterion in ("mean", "std", "autocorrelation", "spectrum", "cross_channel"):
+        assert f"| learned | {criterion}: allowed abs(z) = " in report
+    assert "| learned | autocorrelation lags (states) | 1-7 |" in report
+    assert "| composed | autocorrelation lags judged (states) | 1-2 |" in report
+    assert "| composed | autocorrelation lags measured (states) | 1-12 |" in report
+    assert "`check.max_seam_index`: seam discontinuity index | 1.3 |" in report
+    assert "states 6, 10, 14, 18, 22, 26, 30, 34, 38, 42 (leads 6, 10," in report
+    # the rank histograms: a table per channel, said not to gate
+    assert "### Rank histograms (a diagnostic, not a gate)" in report
+    assert "| channel | extreme bins h(0) + h(M) | expected 2/(M+1) | ratio |" in report
+    record = exact_result.to_dict()
+    json.dumps(record)  # the task's record is JSON-able
+    assert record["directory"] == str(exact_result.directory)
+    assert [p.name for p in check.iterdir() if p.name.startswith(".")] == []  # no temporary
 
 
-def test_a_second_check_replaces_the_first(exact_run, tmp_path):
+def test_a_second_check_is_kept_beside_the_first(exact_run, tmp_path):
     run = copy_run(exact_run, tmp_path / "run")
+    legacy = run / "check" / "report.md"  # the flat layout of an earlier version: left alone
+    legacy.parent.mkdir()
+    legacy.write_text("an old check")
     first = run_check(run, QUICK)
     assert first.plots == []
     second = run_check(run, {**QUICK, "max_bias": 0.001})
     assert not second.passed and _criteria(second) == {"bias"}
+    assert first.directory != second.directory
+    assert list_checks(run) == [first.directory, second.directory]
+    assert latest_check(run) == second.directory
+    assert "PASS" in first.report.read_text().splitlines()[0]  # the first is kept as it was
+    assert xr.open_zarr(first.metrics, consolidated=True).attrs["verdict"] == "pass"
     root = xr.open_zarr(second.metrics, consolidated=True)
     assert root.attrs["verdict"] == "fail"
     assert root.attrs["reasons"] == second.reasons
     assert "FAIL" in second.report.read_text().splitlines()[0]
+    assert legacy.read_text() == "an old check"
     first.raise_for_verdict()  # passed: nothing
     with pytest.raises(
         CheckError, match=r"prior check failed \(1 reasons; report .*\):\n48h bias:"
     ):
         second.raise_for_verdict()
+
+
+def test_a_latest_priorflow_did_not_write_is_refused_before_the_work(exact_run, tmp_path):
+    run = copy_run(exact_run, tmp_path / "run")
+    (run / "check").mkdir()
+    (run / "check" / "latest").write_text("my notes")
+    with pytest.raises(PriorflowError, match=r"^check: .*latest is not the symbolic link"):
+        run_check(run, QUICK)
+    assert sorted(p.name for p in (run / "check").iterdir()) == ["latest"]
 
 
 def _corrupted(exact_run, tmp_path, change):

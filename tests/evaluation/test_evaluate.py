@@ -38,7 +38,23 @@ def test_layout_of_the_metrics(exact_run, archive):
     assert metrics["acf"].dims == ("sample", "pairs", "lag", "channel")
     assert metrics["spectrum"].dims == ("sample", "channel", "wavenumber")
     assert metrics.sizes["wavenumber"] == 32 // 2 + 1
-    assert metrics["plume_prior"].dims == ("member", "lead", "plot_channel")
+    # every start date's plume, and maps at the middle state (lead 24 h) of the plot channels
+    assert metrics["plume_prior"].dims == ("start_date", "member", "lead", "plot_channel")
+    assert metrics["plume_prior"].shape == (4, 4, 48, 2)
+    assert metrics["plume_truth"].shape == (4, 48, 2)
+    assert [str(d)[:13] for d in metrics["start_date"].values] == [
+        "2000-03-20T00", "2000-05-10T06", "2000-07-01T12", "2000-09-15T18",
+    ]  # fmt: skip
+    assert metrics["map_mean"].dims == (
+        "start_date",
+        "map_source",
+        "plot_channel",
+        "map_y",
+        "map_x",
+    )
+    assert metrics["map_std"].shape == (4, 2, 2, 16, 32)
+    assert list(metrics["map_source"].values) == ["prior", "climatology"]
+    assert metrics.attrs["map_lead"] == 24
     attrs = metrics.attrs
     assert (attrs["group"], attrs["states"], attrs["members"], attrs["dates"]) == ("48h", 48, 4, 4)
     assert (attrs["blanket_size"], attrs["overlap"], attrs["fold_mode"]) == (8, 4, "symmetrical")
@@ -58,6 +74,10 @@ def test_a_prior_that_is_the_truth_scores_zero(exact_run, archive, tmp_path):
     assert float(np.abs(prior["rmse"]).max()) < 1e-5
     assert float(np.abs(prior["spread"]).max()) < 1e-5
     assert float(np.abs(prior["crps"]).max()) < 1e-5
+    # the maps: the members' mean is the truth at the middle state, their spread zero
+    maps = metrics.sel(map_source="prior")
+    np.testing.assert_allclose(maps["map_mean"].values, truth[:, 24, :2], atol=1e-5)
+    assert float(np.abs(maps["map_std"]).max()) < 1e-5
     persistence = metrics["rmse"].sel(source="persistence")
     assert float(persistence.isel(lead=0).max()) < 1e-5  # the start state itself
     assert float(persistence.isel(lead=-1).min()) > 0.1
@@ -76,6 +96,7 @@ def test_a_diverged_date_is_named_and_left_out(exact_run, archive, tmp_path):
     metrics = evaluate_group(group_dataset(run, "48h"), archive)
     assert metrics.attrs["dates"] == 3
     assert metrics.attrs["nonfinite_members"] == [f"2000-05-10T06-m{m}" for m in range(4)]
+    assert metrics.sizes["start_date"] == 3  # no plume nor map of the diverged date
     assert np.isfinite(metrics["rmse"].sel(source="prior")).all()
 
 
