@@ -1,7 +1,8 @@
 """``priorflow check RUN [--set check.key=value ...] [--archive PATH]``: the prior check of a run.
 
-Evaluates the finished run against its archive, writes ``RUN/check/`` (metrics store, report,
-plots) and prints the verdict, the reasons and the key numbers. Exit status: 0 when the check
+Evaluates the finished run against its archive, writes a new folder ``RUN/check/<UTC time>/``
+(metrics store, report, plots; ``RUN/check/latest`` points at it, earlier checks are kept) and
+prints the verdict, the reasons, the key numbers and where the check is. Exit status: 0 when the check
 passes, 1 when it fails, 2 on a user error (no run, unfinished run, bad setting, no archive).
 """
 

@@ -38,7 +38,8 @@ def prior_check(
             the working directory: the repository for the deployments); default ``runs``.
 
     Returns:
-        The check's record (verdict, reasons, key numbers, paths).
+        The check's record (verdict, reasons, key numbers, paths: ``directory`` the check's
+        folder ``<run_dir>/check/<UTC time>``, ``report`` and ``metrics`` inside it).
     """
     from priorflow.evaluation.check import load_check_config
     from priorflow.run.finished import newest_finished_run

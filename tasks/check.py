@@ -1,11 +1,13 @@
 """The prior-check task: judge a finished run and publish the verdict as artifacts.
 
 ``check_priors(run_dir, thresholds, archive)`` calls :func:`priorflow.evaluation.check.run_check` (metrics
-against the archive, climatology and persistence; ``<run_dir>/check/``: metrics store, report,
-PNGs) and creates two artifacts keyed by the run:
+against the archive, climatology and persistence; a new folder ``<run_dir>/check/<UTC time>/``
+with the metrics store, report and PNGs, ``<run_dir>/check/latest`` pointing at it; earlier
+checks are kept) and creates two artifacts keyed by the run, a new version of each per check
+(the UI keeps the earlier ones), their descriptions naming the check's folder:
 
-- ``priorflow-<run_id>-check-report``: the markdown report, its PNG plots embedded (data URIs),
-  so the Prefect UI shows them;
+- ``priorflow-<run_id>-check-report``: the markdown report of this check (``result.report``),
+  its PNG plots embedded (data URIs), so the Prefect UI shows them;
 - ``priorflow-<run_id>-check-verdict``: a table, one row per judged criterion and size.
 
 A failed verdict raises :class:`priorflow.evaluation.check.CheckError` (the reasons, one per line), so the
@@ -72,17 +74,20 @@ def check_priors(
     create_markdown_artifact(
         result.report.read_text(),
         key=keys["report"],
-        description=f"priorflow {run_id}: prior check report ({result.verdict})",
+        description=f"priorflow {run_id}: prior check report ({result.verdict}), "
+        f"{result.directory}",
     )
     create_table_artifact(
         verdict_rows(result),
         key=keys["verdict"],
-        description=f"priorflow {run_id}: prior check verdict ({result.verdict})",
+        description=f"priorflow {run_id}: prior check verdict ({result.verdict}), "
+        f"{result.directory}",
     )
     if result.passed:
         logger.info(f"prior check PASS ({len(result.findings)} criteria); report {result.report}")
     else:
         for reason in result.reasons:
             logger.error(reason)
+        logger.error(f"prior check FAIL; report {result.report}")
     result.raise_for_verdict()
     return result.to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cli import main
+from priorflow.evaluation.check_folders import latest_check
 from tests._check_runs import copy_run, shared_archive, shared_exact_run
 
 
@@ -32,7 +33,10 @@ def test_pass_prints_the_verdict_and_numbers(run, capsys):
     assert "48h (48 states)" in out
     for word in ("prior", "climatology", "persistence", "seam index", "report", "metrics"):
         assert word in out
-    assert (run / "check" / "report.md").exists()
+    check = latest_check(run)
+    assert (check / "report.md").exists()
+    assert f"check    {check} (latest: {run / 'check' / 'latest'})" in out
+    assert f"report   {check / 'report.md'}" in out
 
 
 def test_fail_prints_the_reasons_and_exits_1(run, capsys):

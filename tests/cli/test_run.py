@@ -16,6 +16,7 @@ import yaml
 
 from cli import main
 from priorflow.data.synthetic_archive import DEFAULT_ARCHIVE_RANGE, synthetic_archive_spec
+from priorflow.evaluation.check_folders import latest_check
 from priorflow.models.card import read_card
 from tests.prefect_fixtures import (
     copy_model_with_target,
@@ -285,7 +286,7 @@ def test_run_builds_the_archive_runs_the_flow_and_prints_where(prefect_api, tiny
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "(resumed)" in checked.stdout
     assert "prior check failed" in checked.stderr and "bias" in checked.stderr, checked.stderr
-    assert (store.parent / "check" / "report.md").is_file()
+    assert (latest_check(store.parent) / "report.md").is_file()
 
     failing = copy_model_with_target(
         tiny_world["model"],

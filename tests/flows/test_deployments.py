@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from priorflow.evaluation.check_folders import latest_check, list_checks
 from tests.deploy_fixtures import (
     LOOSE_CHECK,
     artifacts,
@@ -76,7 +77,8 @@ def test_nightly_generation_and_check_then_a_failing_check(deployed, nightly_run
     output = nightly_run["result"].stdout + nightly_run["result"].stderr
     assert run["state"]["type"] == "COMPLETED", (run["state"], output[-3000:])
     run_dir = nightly_run["run_dir"]
-    assert (run_dir / "prior.zarr").is_dir() and (run_dir / "check" / "report.md").is_file()
+    assert (run_dir / "prior.zarr").is_dir()
+    assert (latest_check(run_dir) / "report.md").is_file()
     keys = {a["key"] for a in artifacts(deployed.api_url, flow_run_id) if a["key"]}
     assert {f"priorflow-{run_id}-check-report", f"priorflow-{run_id}-check-verdict"} <= keys
     names = {t["name"] for t in task_runs(deployed.api_url, flow_run_id)}
@@ -94,6 +96,10 @@ def test_nightly_generation_and_check_then_a_failing_check(deployed, nightly_run
     assert result.returncode != 0
     names = {t["name"] for t in task_runs(deployed.api_url, flow_run_id)}
     assert not any(n.startswith("gen-") for n in names)  # resumed: nothing generated again
+    first, second = list_checks(run_dir)  # the passing check is kept beside the failing one
+    assert latest_check(run_dir) == second
+    assert "PASS" in (first / "report.md").read_text().splitlines()[0]
+    assert "FAIL" in (second / "report.md").read_text().splitlines()[0]
 
 
 def test_prior_check_without_run_dir_checks_the_newest_finished_run(
@@ -109,7 +115,7 @@ def test_prior_check_without_run_dir_checks_the_newest_finished_run(
     run = wait_final(deployed, flow_run_id)
     output = result.stdout + result.stderr
     assert run["state"]["type"] == "COMPLETED", (run["state"], output[-3000:])
-    assert (run_dir / "check" / "report.md").is_file()
+    assert (latest_check(run_dir) / "report.md").is_file()
     assert run["parameters"].get("run_dir") is None
 
     empty = tmp_path / "no-runs"
