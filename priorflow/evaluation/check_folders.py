@@ -87,7 +87,8 @@ def list_checks(run_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def latest_check(run_dir: str | os.PathLike[str]) -> Path:
-    """The newest check folder (``<run_dir>/check/latest``, verified).
+    """The newest check folder (``<run_dir>/check/latest``, verified: a relative link to a
+    folder named like a check, directly inside ``<run_dir>/check``, holding ``report.md``).
 
     Raises:
         StoreError: one line when there is no ``latest`` link, or it does not name a check
@@ -166,6 +167,11 @@ def _point_latest(root: Path, name: str) -> None:
     try:
         os.symlink(name, tmp, target_is_directory=True)
         os.replace(tmp, latest)
+    except OSError as error:  # a file system without symbolic links
+        raise StoreError(
+            f"check: cannot point {latest} at {name} ({error.strerror}); the check is written "
+            f"in {root / name} — keep the runs on a file system with symbolic links"
+        ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -105,3 +105,13 @@ def test_latest_is_verified_when_read(tmp_path):
     # the next check points it right again
     path = _write(tmp_path, BEGAN + timedelta(hours=1))
     assert latest_check(tmp_path) == path
+
+
+def test_a_file_system_without_links_is_one_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    with pytest.raises(StoreError, match=r"^check: cannot point .*latest at 20261202T081530Z"):
+        _write(tmp_path)
+    assert [p.name for p in (tmp_path / "check").iterdir()] == ["20261202T081530Z"]
