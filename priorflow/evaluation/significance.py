@@ -18,7 +18,11 @@ Statistics that are smooth functions of means over independent units (a unit: on
 one member, or one archive window) get their standard errors from a stratified bootstrap over
 units (:func:`bootstrap_se`): units are resampled with replacement within each start date, the
 statistic is recomputed from the resampled means, and the standard deviation over resamples is
-the standard error.
+the standard error. With few units per stratum (4 members of a run, say) the bootstrap variance
+of a stratum's mean is :math:`\frac{n-1}{n}\frac{s^2}{n}`, not :math:`\frac{s^2}{n}`:
+``unbiased=True`` first stretches each unit's deviation from its stratum's mean by
+:math:`\sqrt{n/(n-1)}`, which restores :math:`s^2/n` (exactly for means, to first order for
+smooth statistics).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ def bootstrap_se(
     statistic: Callable[[np.ndarray], np.ndarray],
     resamples: int = 400,
     seed: int = 0,
+    *,
+    unbiased: bool = False,
 ) -> np.ndarray:
     r"""Standard error of ``statistic(stratified_means(features, strata))`` by a stratified
     bootstrap over units.
@@ -83,6 +89,8 @@ def bootstrap_se(
             axis).
         resamples: bootstrap resamples ``B``.
         seed: the resampling generator's seed (the check is deterministic).
+        unbiased: stretch the deviations within each stratum by :math:`\sqrt{n/(n-1)}` (module
+            docstring); for strata of few units.
 
     Returns:
         ``(*G)``: the standard deviation (ddof 1) of the statistic over the resamples.
@@ -94,6 +102,9 @@ def bootstrap_se(
     for s in labels:
         block = features[strata == s]
         n = len(block)
+        if unbiased and n > 1:
+            centre = block.mean(axis=0)
+            block = centre + (block - centre) * np.sqrt(n / (n - 1))
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # (B, n)
         means += np.tensordot(counts / n, block, axes=(1, 0))
     means /= len(labels)

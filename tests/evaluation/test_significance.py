@@ -77,3 +77,16 @@ def test_z_of_a_right_model_is_standard_normal():
         se = np.hypot(bootstrap_se(fa, s, corr, 200, 0), bootstrap_se(fb, s, corr, 200, 1))
         zs.append(float(diff[0] / se))
     assert np.std(zs) == pytest.approx(1.0, abs=0.15)
+
+
+def test_unbiased_bootstrap_of_few_units_per_stratum():
+    """4 units per stratum: the plain bootstrap variance of a mean is 3/4 of s^2/n; stretching
+    the deviations by sqrt(n/(n-1)) restores it."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 1))
+    strata = np.repeat(np.arange(100), 4)
+    exact = np.sqrt(np.mean([x[strata == s].var(ddof=1) / 4 for s in range(100)]) / 100)
+    plain = bootstrap_se(x, strata, lambda m: m, resamples=4000)[0]
+    unbiased = bootstrap_se(x, strata, lambda m: m, resamples=4000, unbiased=True)[0]
+    assert plain == pytest.approx(exact * np.sqrt(3 / 4), rel=0.05)
+    assert unbiased == pytest.approx(exact, rel=0.05)
