@@ -20,36 +20,45 @@ band or date and the numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from priorflow.config import CheckConfig
 from priorflow.config.check import LEARNED_CRITERIA
+from priorflow.evaluation.blanket_samples import BlanketSamples
 from priorflow.evaluation.blanket_stats import BlanketTest
 from priorflow.evaluation.significance import z_threshold
 from priorflow.evaluation.verdict import Finding
+
+if TYPE_CHECKING:
+    from priorflow.evaluation.composition import CompositionTest
 
 __all__ = ["JudgedTest", "judge_tests", "learned_findings"]
 
 
 @dataclass(frozen=True)
 class JudgedTest:
-    """A :class:`BlanketTest` with its threshold on :math:`|z|` and whether it passed."""
+    """A test (a :class:`BlanketTest`, or a composition test) with its threshold on :math:`|z|`
+    and whether it passed."""
 
-    test: BlanketTest
+    test: BlanketTest | CompositionTest
     threshold: float
     ok: bool
 
 
-def judge_tests(tests: list[BlanketTest], config: CheckConfig) -> list[JudgedTest]:
-    """Every test against its threshold (module docstring)."""
+def judge_tests(
+    tests: list[Any], config: CheckConfig, tolerance: Callable[[str], float] | None = None
+) -> list[JudgedTest]:
+    """Every test (with ``criterion``, ``z`` and ``df``) against its threshold (module
+    docstring); ``tolerance`` maps a criterion to its factor (default: ``check.tolerance``)."""
+    factor = tolerance or config.tolerance_of
     m = len(tests)
     judged = []
     for test in tests:
-        threshold = z_threshold(config.false_fail_rate, m, test.df) * config.tolerance_of(
-            test.criterion
-        )
+        threshold = z_threshold(config.false_fail_rate, m, test.df) * factor(test.criterion)
         judged.append(JudgedTest(test, threshold, bool(abs(test.z) <= threshold)))
     return judged
 
@@ -115,6 +124,7 @@ class LearnedResult:
     findings: list[Finding]
     judged: list[JudgedTest]
     description: dict[str, object]
+    samples: BlanketSamples | None = None
 
     @property
     def passed(self) -> bool:
@@ -198,4 +208,5 @@ def check_blankets(
         "false_fail_rate": config.false_fail_rate,
         "lags": list(range(1, samples.blanket_size)),
     }
-    return LearnedResult(group, learned_findings(judged, group, config), judged, description)
+    findings = learned_findings(judged, group, config)
+    return LearnedResult(group, findings, judged, description, samples)

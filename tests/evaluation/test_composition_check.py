@@ -1,0 +1,82 @@
+"""The composition verdict on a run of the exact model: composing its blankets (K = 8, O = 4)
+decorrelates the trajectory beyond the blanket, and the verdict names it; the seams and the
+variance show what composition does, as measured (docs/check.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from priorflow.config import CheckConfig
+from priorflow.data.archive import open_archive
+from priorflow.evaluation.blanket_samples import sample_blankets
+from priorflow.evaluation.composition_check import check_composition, composition_dataset
+from priorflow.evaluation.learned import blanket_spec, run_model
+from priorflow.plan import SamplingSpec
+from priorflow.store import open_group, read_store_attrs, store_path
+from tests._check_runs import shared_archive, shared_exact_run
+
+
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory):
+    """The exact run (4 dates x 4 members x 48 states) and 16 blankets per date."""
+    run = shared_exact_run(tmp_path_factory)
+    archive = open_archive(shared_archive(tmp_path_factory))
+    attrs = read_store_attrs(store_path(run))
+    config = CheckConfig(learned=True, blanket_members=16)
+    starts = [
+        np.datetime64(t, "s").astype(datetime) for t in open_group(run, 48)["start_date"].values
+    ]
+    spec = blanket_spec(SamplingSpec.from_attrs(attrs), config)
+    blankets = sample_blankets(run_model(attrs), spec, archive, starts, members=16, window_days=15)
+    (result,) = check_composition(run, ["48h"], blankets, archive, config)
+    return result
+
+
+def _tests(result, criterion, against):
+    return {j.test.label: j.test for j in result.judged if (j.test.criterion, j.test.against) == (criterion, against)}  # fmt: skip
+
+
+def test_composition_decorrelates_beyond_the_blanket_and_is_named(exact):
+    assert exact.group == "composition-48h"
+    d = exact.description
+    assert d["seams"] == [6, 10, 14, 18, 22, 26, 30, 34, 38, 42] and d["members"] == 4
+    assert d["archive_windows"] == [31, 31, 31, 31] and d["lags"] == list(range(1, 13))
+    (finding,) = [f for f in exact.findings if f.criterion == "autocorrelation_beyond"]
+    assert not finding.ok
+    assert "(beyond the blanket) is" in finding.message and "the archive's" in finding.message
+    assert "standard errors below" in finding.message
+    archive = _tests(exact, "autocorrelation", "archive")
+    lag6 = [archive[f"channel {c} lag 6"] for c in range(4)]
+    # the known effect: lag 6 about 0.23 against the world's 0.53
+    assert all(t.composed < 0.35 < 0.45 < t.reference for t in lag6)
+    assert all(t.z < -8 for t in lag6)
+    beyond = _tests(exact, "autocorrelation_beyond", "archive").values()
+    assert len(beyond) == 4 * 5 and all(t.composed < t.reference for t in beyond)
+    assert all("(beyond the blanket)" in t.label for t in beyond)
+    # within the blanket composition decorrelates too: against the model's own blankets
+    within = _tests(exact, "autocorrelation", "blankets")
+    assert all(within[f"channel {c} lag 6"].z < -8 for c in range(4))
+
+
+def test_seams_and_variance_are_as_measured(exact):
+    index = _tests(exact, "seams", "stationary").values()
+    assert all(1.05 < t.composed < 1.35 and t.z > 0 for t in index)  # measured 1.14-1.2
+    across = _tests(exact, "seams", "blankets").values()
+    assert all(t.composed > t.reference for t in across)
+    whole = [t for label, t in _tests(exact, "variance", "blankets").items() if "(all)" in label]
+    assert len(whole) == 4
+    # the composed variance is about 10 % under the blankets' (std 5 % low)
+    assert all(0.8 < t.composed / t.reference < 0.97 and t.z < 0 for t in whole)
+
+
+def test_the_tests_go_to_a_dataset(exact):
+    ds = composition_dataset(exact)
+    assert isinstance(ds, xr.Dataset) and ds.sizes["test"] == len(exact.judged)
+    assert set(ds.data_vars) == {
+        "criterion", "label", "against", "composed", "reference", "se", "z", "threshold", "ok",
+    }  # fmt: skip
+    assert ds.attrs["group"] == "composition-48h" and ds.attrs["run_tests"] == len(exact.judged)
