@@ -17,23 +17,35 @@ from priorflow.evaluation.composition_check import check_composition, compositio
 from priorflow.evaluation.learned import blanket_spec, run_model
 from priorflow.plan import SamplingSpec
 from priorflow.store import open_group, read_store_attrs, store_path
-from tests._check_runs import shared_archive, shared_exact_run
+from tests._check_runs import (
+    make_run,
+    shared_archive,
+    shared_exact_model,
+    shared_exact_run,
+    shared_two_year_archive,
+)
+
+
+def _composition(run, archive, members: int):
+    """The composition verdict of ``run`` with ``members`` blankets per date."""
+    attrs = read_store_attrs(store_path(run))
+    config = CheckConfig(learned=True, blanket_members=members)
+    starts = [
+        np.datetime64(t, "s").astype(datetime) for t in open_group(run, 48)["start_date"].values
+    ]
+    spec = blanket_spec(SamplingSpec.from_attrs(attrs), config)
+    blankets = sample_blankets(
+        run_model(attrs), spec, archive, starts, members=members, window_days=15
+    )
+    (result,) = check_composition(run, ["48h"], blankets, archive, config)
+    return result
 
 
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory):
     """The exact run (4 dates x 4 members x 48 states) and 16 blankets per date."""
     run = shared_exact_run(tmp_path_factory)
-    archive = open_archive(shared_archive(tmp_path_factory))
-    attrs = read_store_attrs(store_path(run))
-    config = CheckConfig(learned=True, blanket_members=16)
-    starts = [
-        np.datetime64(t, "s").astype(datetime) for t in open_group(run, 48)["start_date"].values
-    ]
-    spec = blanket_spec(SamplingSpec.from_attrs(attrs), config)
-    blankets = sample_blankets(run_model(attrs), spec, archive, starts, members=16, window_days=15)
-    (result,) = check_composition(run, ["48h"], blankets, archive, config)
-    return result
+    return _composition(run, open_archive(shared_archive(tmp_path_factory)), 16)
 
 
 def _tests(result, criterion, against):
@@ -80,3 +92,33 @@ def test_the_tests_go_to_a_dataset(exact):
         "criterion", "label", "against", "composed", "reference", "se", "z", "threshold", "ok",
     }  # fmt: skip
     assert ds.attrs["group"] == "composition-48h" and ds.attrs["run_tests"] == len(exact.judged)
+
+
+@pytest.mark.slow
+def test_the_exact_model_as_documented(tmp_path_factory):
+    """docs/check.md's numbers: 4 dates x 8 members x 48 states, 32 blankets per date, the
+    2-year archive (62 windows per date). Every criterion fails: composition decorrelates
+    within and beyond the blanket, raises the increments across seams and loses variance."""
+    archive = shared_two_year_archive(tmp_path_factory)
+    run = make_run(
+        tmp_path_factory.mktemp("composition"), shared_exact_model(tmp_path_factory), archive,
+        run_id="exact-8", members=8, steps=64,
+    )  # fmt: skip
+    result = _composition(run, open_archive(archive), 32)
+    assert {f.criterion for f in result.findings if not f.ok} == {
+        "seams", "autocorrelation", "autocorrelation_beyond", "variance",
+    }  # fmt: skip
+    index = _tests(result, "seams", "stationary")[
+        "channel 0 increment across seams / inside blankets"
+    ]
+    assert 1.1 < index.composed < 1.25 and index.z > 8
+    lag6 = _tests(result, "autocorrelation", "blankets")["channel 0 lag 6"]
+    assert lag6.composed == pytest.approx(0.23, abs=0.05) and lag6.reference == pytest.approx(
+        0.53, abs=0.05
+    )
+    lag12 = _tests(result, "autocorrelation_beyond", "archive")[
+        "channel 0 lag 12 (beyond the blanket)"
+    ]
+    assert abs(lag12.composed) < 0.08 and lag12.reference == pytest.approx(0.27, abs=0.05)
+    whole = _tests(result, "variance", "blankets")["channel 0 states 0-47 (all)"]
+    assert 0.83 < whole.composed / whole.reference < 0.93 and whole.z < -5
