@@ -16,7 +16,8 @@ window) with anomalies (:mod:`priorflow.evaluation.blanket_stats`):
   :math:`a_j = (x_j - \bar x)\sqrt{M/(M-1)}`;
 - blankets: the model's :math:`M_b` blankets ``(K, C, *sp)``, centred the same way;
 - archive: windows of ``T`` states at the same hours within ``check.blanket_window_days`` of
-  the date, in every year, residuals of the seasonal-drift fit :math:`\beta_0 + \beta_1\delta`.
+  the date, in every year, a day more than their span apart, residuals of the seasonal-drift fit
+  :math:`\beta_0 + \beta_1\delta`.
 
 Per unit and channel :math:`c` (means over the points of the state): squares
 :math:`s_p = \overline{a_p^2}`, one-state increments :math:`e_p = \overline{(a_p - a_{p-1})^2}`
@@ -39,8 +40,8 @@ weighs the same), per channel:
   the blankets' mean of :math:`s_p` over their :math:`K` states.
 
 Standard errors come from the stratified bootstrap over units
-(:func:`~priorflow.evaluation.significance.bootstrap_se`, ``unbiased``: a run has few members
-per date), of each sample apart, adding in quadrature (the seam index has only the composed
+(:func:`~priorflow.evaluation.significance.bootstrap_se`, ``fitted``: a run has few members per
+date, centred on their own mean; 3 at least), of each sample apart, adding in quadrature (the seam index has only the composed
 sample's); :math:`z = (\text{composed} - \text{reference}) / \mathrm{SE}` with :math:`\nu` =
 units - dates of the smaller sample. The verdict (:mod:`priorflow.evaluation.composition_check`)
 judges every :math:`z` at :math:`\tau_c\, t_\nu^{-1}(1 - \alpha/2m)`, :math:`m` the composition
@@ -112,17 +113,19 @@ def trajectory_features(a: np.ndarray, lags: Sequence[int]) -> dict[str, np.ndar
 @dataclass
 class Units:
     """One sample's per-unit features (:func:`trajectory_features`), every date's units stacked,
-    with the date (stratum) of each unit."""
+    with the date (stratum) of each unit and the coefficients fitted per date to make the
+    anomalies (1: the members' mean; 2: the archive's seasonal-drift fit)."""
 
     features: dict[str, np.ndarray]
     strata: np.ndarray
+    fitted: int = 1
 
     @classmethod
-    def stack(cls, per_date: Sequence[dict[str, np.ndarray]]) -> Units:
+    def stack(cls, per_date: Sequence[dict[str, np.ndarray]], fitted: int = 1) -> Units:
         """The features of each date's units, in date order."""
         keys = per_date[0].keys()
         strata = np.concatenate([np.full(len(f["square"]), d) for d, f in enumerate(per_date)])
-        return cls({k: np.concatenate([f[k] for f in per_date]) for k in keys}, strata)
+        return cls({k: np.concatenate([f[k] for f in per_date]) for k in keys}, strata, fitted)
 
     @property
     def units(self) -> int:
@@ -137,9 +140,9 @@ class Units:
         return statistic(stratified_means(self.features[key], self.strata)[None])[0]
 
     def se(self, key: str, statistic: Statistic, resamples: int, seed: int) -> np.ndarray:
-        """Its standard error (stratified bootstrap, unbiased for few units per date)."""
+        """Its standard error (stratified bootstrap, stretched for the fitted coefficients)."""
         return bootstrap_se(
-            self.features[key], self.strata, statistic, resamples, seed, unbiased=True
+            self.features[key], self.strata, statistic, resamples, seed, fitted=self.fitted
         )
 
 
@@ -200,7 +203,7 @@ class _Tests:
 def composition_tests(
     composed: Units,
     blankets: Units,
-    archive: Units,
+    archive: Units | None,
     *,
     seams: Sequence[int],
     blanket_size: int,
@@ -214,7 +217,8 @@ def composition_tests(
     Arguments:
         composed: the run's trajectories' features (``T`` states, ``lags``).
         blankets: the model's blankets' features (``K`` states, lags ``1..K-1``).
-        archive: the archive windows' features (``T`` states, ``lags``).
+        archive: the archive windows' features (``T`` states, ``lags``); None: no test
+            against the archive.
         seams: the seam states of the composition (:func:`~priorflow.evaluation.metrics.
             seam_boundaries`); none: no test.
         blanket_size: ``K``.
@@ -265,7 +269,7 @@ def composition_tests(
         ("autocorrelation", [i for i, L in enumerate(lags) if L < K]),
         ("autocorrelation_beyond", [i for i, L in enumerate(lags) if L >= K]),
     ):
-        if chosen:
+        if chosen and archive is not None:
             out.add(
                 criterion,
                 [

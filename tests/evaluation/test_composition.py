@@ -26,7 +26,7 @@ from priorflow.evaluation.composition import (
     segments,
     trajectory_features,
 )
-from priorflow.evaluation.composition_check import composition_findings
+from priorflow.evaluation.composition_check import composition_findings, window_step
 from priorflow.evaluation.learned import judge_tests
 from priorflow.evaluation.metrics import seam_boundaries
 from tests._check_runs import shared_archive
@@ -61,7 +61,7 @@ def _world_units(archive, members: int, seed: int, jump: float = 0.0):
             x[:, lo:hi] += jump * rng.choice([-1.0, 1.0], size=(members, 1, x.shape[2], 1, 1))
         composed.append(trajectory_features(member_anomalies(x), LAGS))
         blankets.append(trajectory_features(member_anomalies(draw(start, K, 32)), range(1, K)))
-        y, shifts = archive_windows(archive, start, T, 1, 15)
+        y, shifts = archive_windows(archive, start, T, 1, 15, window_step(T, 1))
         windows.append(trajectory_features(window_anomalies(y.astype(np.float64), shifts), LAGS))
     return Units.stack(composed), Units.stack(blankets), Units.stack(windows)
 

@@ -56,7 +56,9 @@ def test_composition_decorrelates_beyond_the_blanket_and_is_named(exact):
     assert exact.group == "composition-48h"
     d = exact.description
     assert d["seams"] == [6, 10, 14, 18, 22, 26, 30, 34, 38, 42] and d["members"] == 4
-    assert d["archive_windows"] == [31, 31, 31, 31] and d["lags"] == list(range(1, 13))
+    # archive windows of 48 states 3 days apart (they neither overlap nor touch), 1 year
+    assert d["archive_windows"] == [11, 11, 11, 11] and d["window_step_days"] == 3
+    assert d["lags"] == list(range(1, 13)) and d["archive_missing"] == ""
     (finding,) = [f for f in exact.findings if f.criterion == "autocorrelation_beyond"]
     assert not finding.ok
     assert "(beyond the blanket) is" in finding.message and "the archive's" in finding.message

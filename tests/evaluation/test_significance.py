@@ -79,14 +79,17 @@ def test_z_of_a_right_model_is_standard_normal():
     assert np.std(zs) == pytest.approx(1.0, abs=0.15)
 
 
-def test_unbiased_bootstrap_of_few_units_per_stratum():
-    """4 units per stratum: the plain bootstrap variance of a mean is 3/4 of s^2/n; stretching
-    the deviations by sqrt(n/(n-1)) restores it."""
+def test_the_bootstrap_of_few_centred_members_is_stretched():
+    """4 members per date, centred on their mean: the variance of the mean of their squared
+    anomalies is 2/(M-1) (Gaussian); the plain bootstrap gives (M-2)/M of it, fitted=1 all."""
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(400, 1))
-    strata = np.repeat(np.arange(100), 4)
-    exact = np.sqrt(np.mean([x[strata == s].var(ddof=1) / 4 for s in range(100)]) / 100)
-    plain = bootstrap_se(x, strata, lambda m: m, resamples=4000)[0]
-    unbiased = bootstrap_se(x, strata, lambda m: m, resamples=4000, unbiased=True)[0]
-    assert plain == pytest.approx(exact * np.sqrt(3 / 4), rel=0.05)
-    assert unbiased == pytest.approx(exact, rel=0.05)
+    M, D = 4, 2000
+    x = rng.normal(size=(D, M))
+    a = (x - x.mean(axis=1, keepdims=True)) * np.sqrt(M / (M - 1))
+    features = (a**2).reshape(-1, 1)
+    strata = np.repeat(np.arange(D), M)
+    exact = np.sqrt(2 / (M - 1) / D)  # the SE of the mean over D dates
+    plain = bootstrap_se(features, strata, lambda m: m, resamples=2000)[0]
+    fitted = bootstrap_se(features, strata, lambda m: m, resamples=2000, fitted=1)[0]
+    assert plain == pytest.approx(exact * np.sqrt((M - 2) / M), rel=0.05)
+    assert fitted == pytest.approx(exact, rel=0.05)
