@@ -13,7 +13,11 @@ import xarray as xr
 from priorflow.config import CheckConfig
 from priorflow.data.archive import open_archive
 from priorflow.evaluation.blanket_samples import sample_blankets
-from priorflow.evaluation.composition_check import check_composition, composition_dataset
+from priorflow.evaluation.composition_check import (
+    check_composition,
+    composition_dataset,
+    size_tests,
+)
 from priorflow.evaluation.learned import blanket_spec, run_model
 from priorflow.plan import SamplingSpec
 from priorflow.store import open_group, read_store_attrs, store_path
@@ -26,26 +30,35 @@ from tests._check_runs import (
 )
 
 
-def _composition(run, archive, members: int):
-    """The composition verdict of ``run`` with ``members`` blankets per date."""
+def _blankets(run, archive, members: int):
+    """``members`` blankets per start date of ``run``, sampled as the learned verdict does."""
     attrs = read_store_attrs(store_path(run))
     config = CheckConfig(learned=True, blanket_members=members)
     starts = [
         np.datetime64(t, "s").astype(datetime) for t in open_group(run, 48)["start_date"].values
     ]
     spec = blanket_spec(SamplingSpec.from_attrs(attrs), config)
-    blankets = sample_blankets(
+    return sample_blankets(
         run_model(attrs), spec, archive, starts, members=members, window_days=15
     )
-    (result,) = check_composition(run, ["48h"], blankets, archive, config)
+
+
+def _composition(run, archive, blankets):
+    (result,) = check_composition(run, ["48h"], blankets, archive, CheckConfig(learned=True))
     return result
 
 
 @pytest.fixture(scope="module")
-def exact(tmp_path_factory):
-    """The exact run (4 dates x 4 members x 48 states) and 16 blankets per date."""
+def inputs(tmp_path_factory):
+    """The exact run (4 dates x 4 members x 48 states), its archive, 16 blankets per date."""
     run = shared_exact_run(tmp_path_factory)
-    return _composition(run, open_archive(shared_archive(tmp_path_factory)), 16)
+    archive = open_archive(shared_archive(tmp_path_factory))
+    return run, archive, _blankets(run, archive, 16)
+
+
+@pytest.fixture(scope="module")
+def exact(inputs):
+    return _composition(*inputs)
 
 
 def _tests(result, criterion, against):
@@ -106,7 +119,8 @@ def test_the_exact_model_as_documented(tmp_path_factory):
         tmp_path_factory.mktemp("composition"), shared_exact_model(tmp_path_factory), archive,
         run_id="exact-8", members=8, steps=64,
     )  # fmt: skip
-    result = _composition(run, open_archive(archive), 32)
+    opened = open_archive(archive)
+    result = _composition(run, opened, _blankets(run, opened, 32))
     assert {f.criterion for f in result.findings if not f.ok} == {
         "seams", "autocorrelation", "autocorrelation_beyond", "variance",
     }  # fmt: skip
@@ -124,3 +138,13 @@ def test_the_exact_model_as_documented(tmp_path_factory):
     assert abs(lag12.composed) < 0.08 and lag12.reference == pytest.approx(0.27, abs=0.05)
     whole = _tests(result, "variance", "blankets")["channel 0 states 0-47 (all)"]
     assert 0.83 < whole.composed / whole.reference < 0.93 and whole.z < -5
+
+
+def test_without_enough_archive_windows_the_blankets_alone_answer(inputs):
+    run, archive, blankets = inputs
+    config = CheckConfig(learned=True, blanket_window_days=3)  # days -3, 0, 3: 3 windows
+    tests, description = size_tests(open_group(run, 48), blankets, archive, config)
+    assert "only 3 archive windows of 48 states" in description["archive_missing"]
+    assert description["archive_windows"] == []
+    assert {t.against for t in tests} == {"stationary", "blankets"}
+    assert "autocorrelation_beyond" not in {t.criterion for t in tests}
