@@ -41,9 +41,10 @@ weighs the same), per channel:
 
 Standard errors come from the stratified bootstrap over units
 (:func:`~priorflow.evaluation.significance.bootstrap_se`, ``fitted``: a run has few members per
-date, centred on their own mean; 3 at least), of each sample apart, adding in quadrature (the seam index has only the composed
-sample's); :math:`z = (\text{composed} - \text{reference}) / \mathrm{SE}` with :math:`\nu` =
-units - dates of the smaller sample. The verdict (:mod:`priorflow.evaluation.composition_check`)
+date, centred on their own mean; 3 at least), of each sample apart, adding in quadrature (the
+seam index has only the composed sample's);
+:math:`z = (\text{composed} - \text{reference}) / \mathrm{SE}` with :math:`\nu` = units -
+dates of the smaller sample. The verdict (:mod:`priorflow.evaluation.composition_check`)
 judges every :math:`z` at :math:`\tau_c\, t_\nu^{-1}(1 - \alpha/2m)`, :math:`m` the composition
 tests of the run.
 """
@@ -175,20 +176,20 @@ class _Tests:
         key: str,
         statistic: Statistic,
         reference: Units | None = None,
-        reference_key: str = "",
         reference_statistic: Statistic | None = None,
-        constant: float = 1.0,
     ) -> None:
+        """Tests of ``statistic`` of the composed ``key`` means against the same (or
+        ``reference_statistic``) of ``reference``, or against 1 when there is none."""
         c = self.composed
         value = c.value(key, statistic)
         variance = self._se(c, key, statistic) ** 2
         df = c.units - c.dates
         if reference is None:
-            expected = np.full_like(value, constant)
+            expected = np.ones_like(value)
         else:
             statistic_r = reference_statistic or statistic
-            expected = reference.value(reference_key or key, statistic_r)
-            variance = variance + self._se(reference, reference_key or key, statistic_r) ** 2
+            expected = reference.value(key, statistic_r)
+            variance = variance + self._se(reference, key, statistic_r) ** 2
             df = min(c.units, reference.units) - max(c.dates, reference.dates)
         se = np.sqrt(variance)
         values = zip(labels, value.ravel(), expected.ravel(), se.ravel(), strict=True)
@@ -212,15 +213,16 @@ def composition_tests(
     resamples: int = 400,
     seed: int = 0,
 ) -> list[CompositionTest]:
-    """Every test of the module docstring: seams, autocorrelation, variance, per channel.
+    """Every test of the module docstring (seams, autocorrelation within and beyond the
+    blanket, variance), per channel.
 
     Arguments:
         composed: the run's trajectories' features (``T`` states, ``lags``).
         blankets: the model's blankets' features (``K`` states, lags ``1..K-1``).
         archive: the archive windows' features (``T`` states, ``lags``); None: no test
             against the archive.
-        seams: the seam states of the composition (:func:`~priorflow.evaluation.metrics.
-            seam_boundaries`); none: no test.
+        seams: the seam states of the composition
+            (:func:`~priorflow.evaluation.metrics.seam_boundaries`); none: no test.
         blanket_size: ``K``.
         lags: the lags of ``composed`` and ``archive``.
         channels: channel labels (default ``0..C-1``).

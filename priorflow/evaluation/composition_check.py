@@ -1,14 +1,14 @@
 r"""The verdict "what does composition do?": composed trajectories against the model's blankets.
 
-For every size of a run that composes blankets (``T > K``: it has seams), :func:`check_composition`
-reads one start date at a time (the members, then the archive's windows of ``T`` states at the
-same hours, :func:`window_step` days apart so that they are nearly independent) and keeps only per-unit
-features, so its memory is one date's members and windows. Where the archive holds fewer than 8
-such windows of a date, the size is compared with the blankets alone (the description says
-why).
-The blankets are the learned verdict's (:class:`~priorflow.evaluation.blanket_samples.
-BlanketSamples`, sampled at the run's start dates). The statistics and their standard errors are
-:mod:`priorflow.evaluation.composition`'s. A test fails when
+For every size of a run that composes blankets (``T > K``: it has seams),
+:func:`check_composition` reads one start date at a time (the members, then the archive's
+windows of ``T`` states at the same hours, :func:`window_step` days apart so that they are
+nearly independent) and keeps only per-unit features, so its memory is one date's members and
+windows. Where the archive holds fewer than 8 such windows of a date, the size is compared with
+the blankets alone (the description says why). The blankets are the learned verdict's
+(:class:`~priorflow.evaluation.blanket_samples.BlanketSamples`, sampled at the run's start
+dates). The statistics and their standard errors are :mod:`priorflow.evaluation.composition`'s.
+A test fails when
 
 .. math::
     |z| > \tau_c\, t_\nu^{-1}\!\left(1 - \frac{\alpha}{2m}\right),
@@ -244,9 +244,12 @@ def composition_findings(
         failed = sum(not j.ok for j in own)
         t = worst.test
         direction = "above" if t.z > 0 else "below"
+        reference = AGAINST[t.against]
+        if t.against != "stationary":
+            reference += f" {t.reference:.4g}"
         message = (
-            f"{group} {criterion}: {t.label} is {t.composed:.4g}, {AGAINST[t.against]} "
-            f"{t.reference:.4g} ({abs(t.z):.1f} standard errors {direction}, SE {t.se:.2g}; "
+            f"{group} {criterion}: {t.label} is {t.composed:.4g}, {reference} "
+            f"({abs(t.z):.1f} standard errors {direction}, SE {t.se:.2g}; "
             f"allowed |z| <= {worst.threshold:.2f}"
         )
         message += (

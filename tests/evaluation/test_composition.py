@@ -132,7 +132,7 @@ def test_composition_tolerance_is_checked():
     ) == 2.0  # fmt: skip
     assert CheckConfig().composition_tolerance_of("seams") == 1.0
     with pytest.raises(
-        ConfigError, match=r"^check\.composition_tolerance\.spectrum: unknown criterion — one of "
+        ConfigError, match=r"^check\.composition_tolerance\.spectrum: unknown criterion — one of"
     ):
         CheckConfig.parse({"composition_tolerance": {"spectrum": 2}})
     with pytest.raises(

@@ -62,7 +62,10 @@ def exact(inputs):
 
 
 def _tests(result, criterion, against):
-    return {j.test.label: j.test for j in result.judged if (j.test.criterion, j.test.against) == (criterion, against)}  # fmt: skip
+    own = [
+        j.test for j in result.judged if (j.test.criterion, j.test.against) == (criterion, against)
+    ]
+    return {t.label: t for t in own}
 
 
 def test_composition_decorrelates_beyond_the_blanket_and_is_named(exact):
