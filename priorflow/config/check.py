@@ -18,6 +18,9 @@ from priorflow.errors import ConfigError
 
 #: The criteria of the "did the denoiser learn?" verdict (:mod:`priorflow.evaluation.learned`).
 LEARNED_CRITERIA = ("mean", "std", "autocorrelation", "spectrum", "cross_channel")
+#: The criteria of "what does composition do?" in standard errors
+#: (:mod:`priorflow.evaluation.composition`).
+COMPOSITION_CRITERIA = ("seams", "autocorrelation", "autocorrelation_beyond", "variance")
 
 
 class CheckConfig(BaseModel):
@@ -28,7 +31,9 @@ class CheckConfig(BaseModel):
     against the archive's windows, every criterion in units of its standard error, at a
     family-wise false-fail rate ``false_fail_rate`` (:mod:`priorflow.evaluation.learned`).
     "What does composition do?" (``composition``): the run's composed trajectories against the
-    archive with the fixed thresholds below (``max_*``/``min_*``), a warning or a failure.
+    model's own blankets (and the archive beyond them) in units of standard errors at the same
+    rate (seams, autocorrelation, variance; with ``learned``), and against the archive with the
+    fixed thresholds below (``max_*``/``min_*``); a warning or a failure.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +54,11 @@ class CheckConfig(BaseModel):
         default_factory=dict,
         description="per learned criterion, a factor on its |z| threshold (>1 looser, <1 "
         "tighter; the false-fail rate holds at 1)",
+    )
+    composition_tolerance: dict[str, float] = Field(
+        default_factory=dict,
+        description="per composition criterion (seams, autocorrelation, autocorrelation_beyond, "
+        "variance), a factor on its |z| threshold",
     )
     blanket_members: int = Field(
         default=32, ge=4, le=10_000, description="model blankets sampled per start date"
@@ -103,17 +113,12 @@ class CheckConfig(BaseModel):
     @field_validator("tolerance")
     @classmethod
     def _tolerance(cls, value: dict[str, float]) -> dict[str, float]:
-        for key, factor in value.items():
-            if key not in LEARNED_CRITERIA:
-                raise ValueError(
-                    f"check.tolerance.{key}: unknown criterion — one of "
-                    f"{', '.join(LEARNED_CRITERIA)}"
-                )
-            if not isinstance(factor, int | float) or not factor > 0:
-                raise ValueError(
-                    f"check.tolerance.{key}: {factor!r} — a factor > 0 on the |z| threshold"
-                )
-        return {key: float(factor) for key, factor in value.items()}
+        return _factors("tolerance", value, LEARNED_CRITERIA)
+
+    @field_validator("composition_tolerance")
+    @classmethod
+    def _composition_tolerance(cls, value: dict[str, float]) -> dict[str, float]:
+        return _factors("composition_tolerance", value, COMPOSITION_CRITERIA)
 
     @field_validator("blanket_sampler")
     @classmethod
@@ -127,6 +132,10 @@ class CheckConfig(BaseModel):
     def tolerance_of(self, criterion: str) -> float:
         """The factor on the |z| threshold of a learned criterion (1 unless configured)."""
         return self.tolerance.get(criterion, 1.0)
+
+    def composition_tolerance_of(self, criterion: str) -> float:
+        """The factor on the |z| threshold of a composition criterion (1 unless configured)."""
+        return self.composition_tolerance.get(criterion, 1.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> CheckConfig:
@@ -157,6 +166,20 @@ class CheckConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as error:
             raise ConfigError(_one_line(error)) from None
+
+
+def _factors(field: str, value: dict[str, float], criteria: tuple[str, ...]) -> dict[str, float]:
+    """Factors on |z| thresholds by criterion: known criteria, each factor > 0."""
+    for key, factor in value.items():
+        if key not in criteria:
+            raise ValueError(
+                f"check.{field}.{key}: unknown criterion — one of {', '.join(criteria)}"
+            )
+        if not isinstance(factor, int | float) or not factor > 0:
+            raise ValueError(
+                f"check.{field}.{key}: {factor!r} — a factor > 0 on the |z| threshold"
+            )
+    return {key: float(factor) for key, factor in value.items()}
 
 
 def _one_line(error: ValidationError) -> str:

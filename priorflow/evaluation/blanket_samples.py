@@ -52,11 +52,17 @@ class BlanketSamples:
 
 
 def archive_windows(
-    archive: Any, start: datetime, length: int, dt_hours: int, window_days: float
+    archive: Any,
+    start: datetime,
+    length: int,
+    dt_hours: int,
+    window_days: float,
+    step_days: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Archive windows of ``length`` states at the hours of ``start`` within ``window_days`` of
-    its day of the year, in every year the archive covers: ``(N, length, *S)`` float32 and the
-    day shifts ``(N,)``.
+    its day of the year, every ``step_days`` days, in every year the archive covers:
+    ``(N, length, *S)`` float32 and the day shifts ``(N,)``. Windows longer than a day overlap
+    unless ``step_days`` covers their span; overlapping windows are not independent units.
 
     Raises:
         ArchiveError: fewer than 8 windows (names the date, the window and the archive).
@@ -72,6 +78,8 @@ def archive_windows(
         except ValueError:  # 29 February in a common year
             base = start.replace(year=year, day=28)
         for day in range(-limit, limit + 1):
+            if day % step_days:
+                continue
             t0 = np.datetime64(base + timedelta(days=day), "ns")
             if t0 < first or t0 + span > last:
                 continue

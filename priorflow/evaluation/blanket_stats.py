@@ -54,7 +54,14 @@ import numpy as np
 from priorflow.evaluation.blanket_samples import BlanketSamples
 from priorflow.evaluation.significance import bootstrap_se, stratified_means
 
-__all__ = ["BlanketTest", "blanket_tests", "centre", "unit_features"]
+__all__ = [
+    "BlanketTest",
+    "blanket_tests",
+    "centre",
+    "member_anomalies",
+    "unit_features",
+    "window_anomalies",
+]
 
 
 @dataclass(frozen=True)
@@ -78,17 +85,29 @@ def _design(shifts: np.ndarray) -> np.ndarray:
     return np.stack(columns[:p], axis=1)
 
 
+def member_anomalies(x: np.ndarray) -> np.ndarray:
+    r"""Deviations of members ``(M, ...)`` from their mean, scaled by :math:`\sqrt{M/(M-1)}`."""
+    M = len(x)
+    return (x - x.mean(axis=0)) * np.sqrt(M / (M - 1))
+
+
+def window_anomalies(y: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    r"""Residuals of the fit :math:`y_i \approx \beta_0 + \beta_1\delta_i` of windows ``(N, ...)``
+    over their day shifts ``(N,)``, scaled by :math:`\sqrt{N/(N-p)}`."""
+    G = _design(shifts)
+    N, p = G.shape
+    flat = y.reshape(N, -1)
+    beta, *_ = np.linalg.lstsq(G, flat, rcond=None)
+    return ((flat - G @ beta) * np.sqrt(N / (N - p))).reshape(y.shape)
+
+
 def centre(samples: BlanketSamples) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Model and archive anomalies per date: ``(M, K, C, *sp)`` and ``(N_d, K, C, *sp)``."""
-    model, archive = [], []
-    for x, y, shifts in zip(samples.model, samples.archive, samples.shifts, strict=True):
-        M = len(x)
-        model.append((x - x.mean(axis=0)) * np.sqrt(M / (M - 1)))
-        G = _design(shifts)
-        N, p = G.shape
-        flat = y.reshape(N, -1)
-        beta, *_ = np.linalg.lstsq(G, flat, rcond=None)
-        archive.append(((flat - G @ beta) * np.sqrt(N / (N - p))).reshape(y.shape))
+    model = [member_anomalies(x) for x in samples.model]
+    archive = [
+        window_anomalies(y, shifts)
+        for y, shifts in zip(samples.archive, samples.shifts, strict=True)
+    ]
     return model, archive
 
 

@@ -4,8 +4,9 @@ r"""The prior check of a finished run: two verdicts with reasons, metrics, plots
 (:mod:`priorflow.evaluation.check_folders`; earlier checks are kept) ::
 
     <run_dir>/check/<UTC time>/metrics.zarr   one group per size (the composed run's metrics)
-                                              and ``blankets`` (every learned test, the rank
-                                              histograms), the verdicts in attrs
+                                              ``blankets`` (every learned test, the rank
+                                              histograms) and ``composition-<size>``
+                                              (every composition test), the verdicts in attrs
     <run_dir>/check/<UTC time>/report.md      verdicts, every threshold and lag, key numbers,
                                               the plots
     <run_dir>/check/<UTC time>/*.png          per size: plumes and maps per start date,
@@ -22,11 +23,13 @@ autocorrelation at every lag ``1..K-1``, zonal spectrum, cross-channel correlati
 units of its standard error, at a stated family-wise false-fail rate
 (:mod:`priorflow.evaluation.learned`, :mod:`priorflow.evaluation.blanket_stats`).
 
-**What does composition do?** (``check.composition``: ``warn``, ``fail`` or ``off``): the run's
-composed trajectories against archive trajectories (climatology members) with the fixed
-thresholds below; a failure here is a warning unless the config says ``fail``. ``finite``
-always gates. With ``check.learned: false`` this verdict gates, as before the learned one
-existed.
+**What does composition do?** (``check.composition``: ``warn``, ``fail`` or ``off``): with the
+learned blankets, the run's composed trajectories against them in units of standard errors
+(seams, autocorrelation within and beyond the blanket, variance along the trajectory;
+:mod:`priorflow.evaluation.composition`, groups ``composition-<size>``); and, always, against
+archive trajectories (climatology members) with the fixed thresholds below, not standard
+errors. A failure here is a warning unless the config says ``fail``. ``finite`` always gates.
+With ``check.learned: false`` this verdict gates, as before the learned one existed.
 
 ========== ===================================================================================
 criterion  what is compared (per size, every channel)
@@ -54,7 +57,8 @@ Known limits of blanket composition (measured with the exact synthetic-world den
 about 6-7% low, the seam index is about 1.15-1.2, and the lag correlation beyond the blanket
 decays faster than the world's (lag 6: 0.23 for 0.53; lag 12: 0.00 for 0.28). This is why the
 composed run does not gate by default: a check on composed trajectories cannot tell a model that
-learned the wrong temporal correlation from a right model composed over blankets.
+learned the wrong temporal correlation from a right model composed over blankets. Against the
+model's own blankets it can: the composition tests name these effects in standard errors.
 """
 
 from __future__ import annotations
@@ -73,6 +77,11 @@ from priorflow.config import CheckConfig
 from priorflow.data.archive import open_archive
 from priorflow.errors import ArchiveError, CheckError, ConfigError, StoreError
 from priorflow.evaluation.check_folders import new_check, prepare_root
+from priorflow.evaluation.composition_check import (
+    CompositionResult,
+    check_composition,
+    composition_dataset,
+)
 from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
 from priorflow.evaluation.learned import LearnedResult, check_blankets, learned_table
 from priorflow.evaluation.ranks import extreme_fraction
@@ -261,6 +270,13 @@ def run_check(
             for t in open_group(run_dir, groups[0])["start_date"].values
         ]
         learned = check_blankets(attrs, starts, archive, config, model, progress)
+    composition: list[CompositionResult] = []
+    if learned is not None and learned.samples is not None and config.composition != "off":
+        composition = check_composition(
+            run_dir, list(results), learned.samples, archive, config,
+            seed=int(attrs.get("seed") or 0), progress=progress,
+        )  # fmt: skip
+        composed += [f for c in composition for f in c.findings]
     verdicts, findings, reasons, warned = _verdicts(learned, composed, config)
     numbers = {group: key_numbers(metrics) for group, metrics in results.items()}
     passed = not reasons
@@ -276,6 +292,7 @@ def run_check(
             "reasons": reasons,
             "warnings": warned,
             "learned": learned.description if learned else {},
+            "composition": {c.group: c.description for c in composition},
             "check_config": config.model_dump(),
             "numbers": numbers,
             "run_dir": str(run_dir),
@@ -285,6 +302,7 @@ def run_check(
         tables = dict(results)
         if learned is not None:
             tables["blankets"] = _learned_dataset(learned)
+        tables |= {c.group: composition_dataset(c) for c in composition}
         _write_metrics(tmp / METRICS_NAME, tables, verdict)
         seconds = time.perf_counter() - began
         report = render_report(
@@ -298,6 +316,7 @@ def run_check(
             verdicts=verdicts,
             learned=learned,
             began=began_at,
+            composition=composition,
         )
         (tmp / REPORT_NAME).write_text(report)
     final = new.path

@@ -20,36 +20,45 @@ band or date and the numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from priorflow.config import CheckConfig
 from priorflow.config.check import LEARNED_CRITERIA
+from priorflow.evaluation.blanket_samples import BlanketSamples
 from priorflow.evaluation.blanket_stats import BlanketTest
 from priorflow.evaluation.significance import z_threshold
 from priorflow.evaluation.verdict import Finding
+
+if TYPE_CHECKING:
+    from priorflow.evaluation.composition import CompositionTest
 
 __all__ = ["JudgedTest", "judge_tests", "learned_findings"]
 
 
 @dataclass(frozen=True)
 class JudgedTest:
-    """A :class:`BlanketTest` with its threshold on :math:`|z|` and whether it passed."""
+    """A test (a :class:`BlanketTest`, or a composition test) with its threshold on :math:`|z|`
+    and whether it passed."""
 
-    test: BlanketTest
+    test: BlanketTest | CompositionTest
     threshold: float
     ok: bool
 
 
-def judge_tests(tests: list[BlanketTest], config: CheckConfig) -> list[JudgedTest]:
-    """Every test against its threshold (module docstring)."""
+def judge_tests(
+    tests: list[Any], config: CheckConfig, tolerance: Callable[[str], float] | None = None
+) -> list[JudgedTest]:
+    """Every test (with ``criterion``, ``z`` and ``df``) against its threshold (module
+    docstring); ``tolerance`` maps a criterion to its factor (default: ``check.tolerance``)."""
+    factor = tolerance or config.tolerance_of
     m = len(tests)
     judged = []
     for test in tests:
-        threshold = z_threshold(config.false_fail_rate, m, test.df) * config.tolerance_of(
-            test.criterion
-        )
+        threshold = z_threshold(config.false_fail_rate, m, test.df) * factor(test.criterion)
         judged.append(JudgedTest(test, threshold, bool(abs(test.z) <= threshold)))
     return judged
 
@@ -116,6 +125,7 @@ class LearnedResult:
     judged: list[JudgedTest]
     description: dict[str, object]
     ranks: np.ndarray | None = None  # (C, M + 1) rank histogram (priorflow.evaluation.ranks)
+    samples: BlanketSamples | None = None
 
     @property
     def passed(self) -> bool:
@@ -204,4 +214,4 @@ def check_blankets(
     }
     findings = learned_findings(judged, group, config)
     ranks = rank_histogram(samples, seed=int(spec.seed))
-    return LearnedResult(group, findings, judged, description, ranks)
+    return LearnedResult(group, findings, judged, description, ranks, samples)

@@ -44,6 +44,7 @@ def render_report(
     verdicts: dict[str, str] | None = None,
     learned: Any = None,
     began: datetime | None = None,
+    composition: list[Any] | None = None,
 ) -> str:
     """The markdown report: both verdicts, reasons and warnings, every threshold, lag and seam,
     a table per criterion, every learned test, the rank histograms, key numbers, the plots as
@@ -65,6 +66,8 @@ def render_report(
         lines += _learned_section(learned, config)
         lines += _ranks_section(learned)
         lines += _embedded(plots, learned.group)
+    if composition:
+        lines += _composition_section(composition, config)
     lines += [
         "## Composed trajectories",
         "",
@@ -291,6 +294,63 @@ def _learned_section(learned: Any, config: CheckConfig) -> list[str]:
             f"{t.z:+.2f}{mark} | {j.threshold:.2f} |"
         )
     return [*lines, "", "</details>", ""]
+
+
+def _composition_section(results: list[Any], config: CheckConfig) -> list[str]:
+    """What composition does, in standard errors: per size, the worst test per criterion and
+    every test."""
+    lines = [
+        "## What does composition do? Composed trajectories against the model's own blankets",
+        "",
+        "Each size's members against the model's blankets (above) and, for the autocorrelation, "
+        "the archive's windows of the trajectory's length at the same hours: seams (increment "
+        "across seams over the one inside, and against the blankets'), autocorrelation at every "
+        "lag, variance over the trajectory and each blanket's states. Each test fails when "
+        f"|z| exceeds t⁻¹(1 - α/2m) x tolerance, α = {config.false_fail_rate:g} over all m = "
+        f"{results[0].description['run_tests']} composition tests, tolerances "
+        f"{config.composition_tolerance or 'all 1'}; SE from {config.bootstrap_resamples} "
+        f"stratified bootstrap resamples; check.composition: {config.composition}.",
+        "",
+    ]
+    for result in results:
+        d = result.description
+        lines += [
+            f"### {result.group}: {d['dates']} dates x {d['members']} members of {d['states']} "
+            f"states, {d['blankets']} blankets per date, "
+            f"{sum(d['archive_windows'])} archive windows",
+            "",
+            f"K = {d['blanket_size']}, overlap {d['overlap']}, fold {d['fold_mode']}; seams at "
+            f"states {', '.join(map(str, d['seams']))}; lags {d['lags'][0]}-{d['lags'][-1]}.",
+            "",
+            "| criterion | worst test | against | composed | reference | SE | z "
+            "| allowed abs(z) | failed |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for finding in result.findings:
+            own = [j for j in result.judged if j.test.criterion == finding.criterion]
+            worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
+            t = worst.test
+            lines.append(
+                f"| {finding.criterion} | {t.label} | {t.against} | {t.composed:.4g} | "
+                f"{t.reference:.4g} | {t.se:.2g} | {t.z:+.2f} | {worst.threshold:.2f} | "
+                f"{sum(not j.ok for j in own)}/{len(own)} |"
+            )
+        lines += [
+            "",
+            "<details><summary>every test</summary>",
+            "",
+            "| criterion | test | against | composed | reference | SE | z | allowed abs(z) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for j in result.judged:
+            t = j.test
+            mark = "" if j.ok else " **FAIL**"
+            lines.append(
+                f"| {t.criterion} | {t.label} | {t.against} | {t.composed:.4g} | "
+                f"{t.reference:.4g} | {t.se:.2g} | {t.z:+.2f}{mark} | {j.threshold:.2f} |"
+            )
+        lines += ["", "</details>", ""]
+    return lines
 
 
 def format_result(result: CheckResult) -> str:

@@ -18,7 +18,17 @@ Statistics that are smooth functions of means over independent units (a unit: on
 one member, or one archive window) get their standard errors from a stratified bootstrap over
 units (:func:`bootstrap_se`): units are resampled with replacement within each start date, the
 statistic is recomputed from the resampled means, and the standard deviation over resamples is
-the standard error.
+the standard error. With few units per stratum the plain bootstrap is too narrow, for two
+reasons: the bootstrap variance of a stratum's mean of :math:`n` units is
+:math:`\frac{n-1}{n}\frac{s^2}{n}`, not :math:`\frac{s^2}{n}`; and units whose anomalies were
+made by fitting :math:`p` coefficients to the stratum (:math:`p = 1`: deviations from the
+ensemble mean) are not independent: for features quadratic in Gaussian anomalies (squares, lag
+products) two units covary by :math:`V/(n-1)^2` (:math:`V` a unit's variance), so the variance
+of their mean is :math:`V/(n-1)` while :math:`s^2/n` estimates :math:`V(n-2)/(n-1)^2`.
+``fitted=p`` stretches each unit's deviation from its stratum's mean by
+:math:`\sqrt{n/(n-1-p)}` before resampling, which restores both, exactly for the mean of
+quadratic features of Gaussian anomalies with :math:`p = 1` (4 members: the standard error
+grows by :math:`\sqrt 2`), to first order otherwise.
 """
 
 from __future__ import annotations
@@ -71,6 +81,8 @@ def bootstrap_se(
     statistic: Callable[[np.ndarray], np.ndarray],
     resamples: int = 400,
     seed: int = 0,
+    *,
+    fitted: int | None = None,
 ) -> np.ndarray:
     r"""Standard error of ``statistic(stratified_means(features, strata))`` by a stratified
     bootstrap over units.
@@ -83,6 +95,9 @@ def bootstrap_se(
             axis).
         resamples: bootstrap resamples ``B``.
         seed: the resampling generator's seed (the check is deterministic).
+        fitted: the coefficients fitted per stratum to make the anomalies the features are
+            built from (1: the ensemble mean); deviations are stretched by
+            :math:`\sqrt{n/(n-1-p)}` (module docstring). None: the plain bootstrap.
 
     Returns:
         ``(*G)``: the standard deviation (ddof 1) of the statistic over the resamples.
@@ -94,6 +109,9 @@ def bootstrap_se(
     for s in labels:
         block = features[strata == s]
         n = len(block)
+        if fitted is not None and n > 1 + fitted:
+            centre = block.mean(axis=0)
+            block = centre + (block - centre) * np.sqrt(n / (n - 1 - fitted))
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # (B, n)
         means += np.tensordot(counts / n, block, axes=(1, 0))
     means /= len(labels)

@@ -77,3 +77,19 @@ def test_z_of_a_right_model_is_standard_normal():
         se = np.hypot(bootstrap_se(fa, s, corr, 200, 0), bootstrap_se(fb, s, corr, 200, 1))
         zs.append(float(diff[0] / se))
     assert np.std(zs) == pytest.approx(1.0, abs=0.15)
+
+
+def test_the_bootstrap_of_few_centred_members_is_stretched():
+    """4 members per date, centred on their mean: the variance of the mean of their squared
+    anomalies is 2/(M-1) (Gaussian); the plain bootstrap gives (M-2)/M of it, fitted=1 all."""
+    rng = np.random.default_rng(3)
+    M, D = 4, 2000
+    x = rng.normal(size=(D, M))
+    a = (x - x.mean(axis=1, keepdims=True)) * np.sqrt(M / (M - 1))
+    features = (a**2).reshape(-1, 1)
+    strata = np.repeat(np.arange(D), M)
+    exact = np.sqrt(2 / (M - 1) / D)  # the SE of the mean over D dates
+    plain = bootstrap_se(features, strata, lambda m: m, resamples=2000)[0]
+    fitted = bootstrap_se(features, strata, lambda m: m, resamples=2000, fitted=1)[0]
+    assert plain == pytest.approx(exact * np.sqrt((M - 2) / M), rel=0.05)
+    assert fitted == pytest.approx(exact, rel=0.05)
