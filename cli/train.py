@@ -45,6 +45,9 @@ def train(
     blocks: int = typer.Option(1, help="Residual blocks per resolution."),
     embedding: int = typer.Option(64, help="Width of the noise + date embedding."),
     padding: str = typer.Option("zeros", help="Spatial padding: zeros or circular."),
+    upsampling: str = typer.Option(
+        "nearest", help="How the decoder doubles the resolution: nearest or bilinear."
+    ),
     temporal_kernel: int = typer.Option(
         3, help="States seen by each temporal convolution (odd; K - 1 or more: the whole blanket)."
     ),
@@ -101,6 +104,7 @@ def train(
             "embedding": embedding,
             "padding": padding,
             "temporal_kernel": temporal_kernel,
+            "upsampling": upsampling,
             "position_rank": position_rank,
         },
         val_every_days=val_every_days,

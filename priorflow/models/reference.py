@@ -149,6 +149,9 @@ class ReferenceBackbone(nn.Module):
         harmonics: harmonics of the seasonal and diurnal date features.
         groups: GroupNorm groups (at most).
         padding: ``"zeros"`` or ``"circular"`` (for a periodic domain).
+        upsampling: ``"nearest"`` or ``"bilinear"``, how the decoder doubles the resolution
+            (nearest copies each value to a 2 x 2 block, which puts power at the Nyquist
+            wavenumber that the next convolution must learn to remove).
         position_rank: number of learned maps :math:`P_r` of the date-dependent positional
             field :math:`\sum_r a_r(\text{date}, \sigma) P_r(y, x)` added at the input
             (0: none). It lets a feature move with the date (a warm spot under the sun) without
@@ -169,6 +172,7 @@ class ReferenceBackbone(nn.Module):
         groups: int = 8,
         padding: str = "zeros",
         position_rank: int = 8,
+        upsampling: str = "nearest",
     ):
         super().__init__()
         shape = tuple(int(s) for s in state_shape)
@@ -194,6 +198,11 @@ class ReferenceBackbone(nn.Module):
             raise ConfigError(
                 f"backbone.kwargs.temporal_kernel: {temporal_kernel} must be a positive odd number"
             )
+        if upsampling not in ("nearest", "bilinear"):
+            raise ConfigError(
+                f"backbone.kwargs.upsampling: {upsampling!r} is not an upsampling; use nearest or"
+                " bilinear"
+            )
         if position_rank < 0:
             raise ConfigError(f"backbone.kwargs.position_rank: {position_rank} must be 0 or more")
         if padding not in ("zeros", "circular"):
@@ -201,6 +210,7 @@ class ReferenceBackbone(nn.Module):
                 f"backbone.kwargs.padding: {padding!r} is not a padding; use zeros or circular"
             )
         self.state_shape = shape
+        self.upsampling, self.circular = upsampling, padding == "circular"
         self.harmonics = harmonics
         self.noise_size = 16
         c, h, w = shape
@@ -280,10 +290,25 @@ class ReferenceBackbone(nn.Module):
                 skips.append(h)
                 h = self.downsample[i](h)
         for upsample, stage in zip(self.upsample, self.up, strict=True):
-            h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = upsample(self._double(h))
             h = self._stage(stage, torch.cat([h, skips.pop()], dim=1), emb, k)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out.reshape(n, k, *self.state_shape)
+
+    def _double(self, h: torch.Tensor) -> torch.Tensor:
+        """Twice the resolution: nearest (blocks of 2 x 2, power at the Nyquist wavenumber) or
+        bilinear (on a periodic domain through one wrapped cell at every edge)."""
+        if self.upsampling == "nearest":
+            return F.interpolate(h, scale_factor=2.0, mode="nearest")
+        if not self.circular:
+            return F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        wide = F.interpolate(
+            F.pad(h, (1, 1, 1, 1), mode="circular"),
+            scale_factor=2.0,
+            mode="bilinear",
+            align_corners=False,
+        )
+        return wide[..., 2:-2, 2:-2]
 
     @staticmethod
     def _stage(stage: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, k: int) -> torch.Tensor:

@@ -70,6 +70,7 @@ def test_scalar_noise_level():
         ((2, 8, 16), {"padding": "reflect"}, "padding"),
         ((2, 8, 16), {"channels": []}, "must be positive"),
         ((2, 8, 16), {"position_rank": -1}, "position_rank"),
+        ((2, 8, 16), {"upsampling": "bicubic"}, "upsampling"),
     ],
 )
 def test_rejected_settings(shape, kwargs, expected):
@@ -155,6 +156,27 @@ def test_circular_padding_wraps():
     x, c_noise, dates = inputs()
     out = backbone(x, c_noise, dates)
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shift", [1, 3])
+def test_bilinear_upsampling_on_a_periodic_domain_commutes_with_shifts(shift):
+    backbone = ReferenceBackbone((2, 8, 16), padding="circular", upsampling="bilinear")
+    h = torch.randn(2, 3, 4, 8)
+    shifted = backbone._double(torch.roll(h, (shift, shift), dims=(-2, -1)))
+    torch.testing.assert_close(
+        shifted, torch.roll(backbone._double(h), (2 * shift, 2 * shift), dims=(-2, -1))
+    )
+    smooth = backbone._double(torch.ones(1, 1, 4, 8))
+    torch.testing.assert_close(smooth, torch.ones(1, 1, 8, 16))
+
+
+def test_the_backbone_upsamples_as_configured():
+    bilinear = perturbed(padding="circular", upsampling="bilinear", **KWARGS)
+    nearest = perturbed(padding="circular", **KWARGS)  # the same weights (same seed)
+    x, c_noise, dates = inputs()
+    out = bilinear(x, c_noise, dates)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, nearest(x, c_noise, dates))
 
 
 def test_reference_trains_a_step():
