@@ -41,7 +41,9 @@ cross_channel   correlation :math:`\overline{a_c a_{c'}}/\sqrt{\overline{a_c^2}\
 
 The standard errors of every statistic but the mean come from the stratified bootstrap over
 units (:func:`~priorflow.evaluation.significance.bootstrap_se`), for each sample, and add in
-quadrature.
+quadrature. The bootstrap's deviations are stretched by :math:`\sqrt{n/(n-1-p)}` for the
+:math:`p` coefficients fitted per date (:math:`p = 1`: the members' mean; :math:`p = 2`: the
+archive's drift fit): centred units are not independent.
 """
 
 from __future__ import annotations
@@ -209,8 +211,8 @@ def _moment_tests(
         value_m = statistic(stratified_means(xm, sm)[None])[0]
         value_a = statistic(stratified_means(xa, sa)[None])[0]
         se = np.sqrt(
-            bootstrap_se(xm, sm, statistic, resamples, seed) ** 2
-            + bootstrap_se(xa, sa, statistic, resamples, seed + 1) ** 2
+            bootstrap_se(xm, sm, statistic, resamples, seed, fitted=1) ** 2
+            + bootstrap_se(xa, sa, statistic, resamples, seed + 1, fitted=2) ** 2
         )
         df = min(len(xm), len(xa)) - len(model)
         labels = _labels(criterion, value_m.shape, channels, model[0].shape[-1])
