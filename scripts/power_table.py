@@ -66,7 +66,9 @@ def main() -> None:
 
         def exact(**world: object) -> Model:
             name = "-".join(f"{k}{v}" for k, v in world.items()) or "right"
-            return load_model(write_exact_model(Path(tmp) / name, **world))
+            if not (Path(tmp) / name).exists():
+                write_exact_model(Path(tmp) / name, **world)
+            return load_model(Path(tmp) / name)
 
         def emit(name: str, result: LearnedResult) -> None:
             print("\n".join(_rows(name, result)), flush=True)
