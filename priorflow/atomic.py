@@ -73,6 +73,29 @@ def move_into_place(tmp: Path, final: Path) -> None:
     fsync_path(final.parent)
 
 
+def _umask() -> int:
+    """The process's umask (read from ``/proc`` on Linux, where setting it to read it would race
+    with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_directory(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """A new private-named directory in ``parent`` with the permissions of ``mkdir`` (``0o777``
+    less the umask), not ``mkdtemp``'s 0700: it is renamed into place and others read it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def staging_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary directory beside ``final``; moved into place when the block succeeds.
@@ -81,7 +104,7 @@ def staging_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = temporary_directory(final.parent, f".{final.name}.tmp-")
     try:
         yield tmp
         move_into_place(tmp, final)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from priorflow.atomic import staging_directory, write_bytes, write_file, write_text
@@ -41,3 +44,14 @@ def test_staging_directory_moves_in_on_success_only(tmp_path):
         (tmp / "other.md").write_text("third")
     assert [p.name for p in final.iterdir()] == ["other.md"]  # replaced whole
     assert [p.name for p in tmp_path.iterdir()] == ["check"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o755), (0o027, 0o750)])
+def test_a_staged_directory_has_the_permissions_of_mkdir(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        with staging_directory(tmp_path / "store") as tmp:
+            (tmp / "data").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == mode  # not mkdtemp's 0700

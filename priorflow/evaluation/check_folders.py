@@ -19,14 +19,13 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from priorflow.atomic import fsync_path
+from priorflow.atomic import fsync_path, temporary_directory
 from priorflow.errors import StoreError
 
 __all__ = [
@@ -131,7 +130,7 @@ def new_check(run_dir: str | os.PathLike[str], began: datetime) -> Iterator[NewC
     root = prepare_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = folder_name(began)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    staging = temporary_directory(root, f".{name}.tmp-")
     new = NewCheck(staging)
     try:
         yield new

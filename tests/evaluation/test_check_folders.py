@@ -4,6 +4,7 @@ and nothing priorflow did not write replaced or removed."""
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -42,6 +43,9 @@ def test_every_check_is_kept_and_latest_points_at_the_newest(tmp_path):
     assert os.readlink(tmp_path / "check" / "latest") == "20261202T081531Z"  # relative
     assert latest_check(tmp_path) == third
     assert (first / "report.md").read_text() == "first"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o777 & ~umask  # others may read it, as mkdir
     assert sorted(p.name for p in (tmp_path / "check").iterdir()) == [
         "20261202T081530Z",
         "20261202T081530Z-2",
