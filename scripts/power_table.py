@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from priorflow.evaluation.learned import LearnedResult  # noqa: E402
+from priorflow.evaluation.learned import LearnedResult, criterion_tests  # noqa: E402
 from priorflow.models.exact import write_exact_model  # noqa: E402
 from priorflow.models.loading import Model, load_model  # noqa: E402
 from tests._check_runs import (  # noqa: E402
@@ -42,8 +42,7 @@ WRONG_WORLDS = {
 def _rows(name: str, result: LearnedResult) -> list[str]:
     rows = []
     for finding in result.findings:
-        own = [j for j in result.judged if j.test.criterion == finding.criterion]
-        worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
+        _, worst = criterion_tests(result.judged, finding.criterion)
         t = worst.test
         rows.append(
             f"| {name} | {finding.criterion} | {t.label} | {t.model:.4g} | {t.archive:.4g} | "

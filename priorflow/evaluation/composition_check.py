@@ -47,7 +47,7 @@ from priorflow.evaluation.composition import (
     segments,
     trajectory_features,
 )
-from priorflow.evaluation.learned import JudgedTest, judge_tests
+from priorflow.evaluation.learned import JudgedTest, criterion_tests, judge_tests
 from priorflow.evaluation.metrics import seam_boundaries
 from priorflow.evaluation.verdict import Finding
 
@@ -237,10 +237,9 @@ def composition_findings(
     findings = []
     m = tests if tests is not None else len(judged)
     for criterion in COMPOSITION_CRITERIA:
-        own = [j for j in judged if j.test.criterion == criterion]
-        if not own:
+        own, worst = criterion_tests(judged, criterion)
+        if worst is None:
             continue
-        worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
         failed = sum(not j.ok for j in own)
         t = worst.test
         direction = "above" if t.z > 0 else "below"

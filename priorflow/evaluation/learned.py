@@ -36,7 +36,7 @@ from priorflow.evaluation.verdict import Finding
 if TYPE_CHECKING:
     from priorflow.evaluation.composition import CompositionTest
 
-__all__ = ["JudgedTest", "judge_tests", "learned_findings"]
+__all__ = ["JudgedTest", "criterion_tests", "judge_tests", "learned_findings"]
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,23 @@ def judge_tests(
     return judged
 
 
+def criterion_tests(
+    judged: list[JudgedTest], criterion: str
+) -> tuple[list[JudgedTest], JudgedTest | None]:
+    """The judged tests of ``criterion`` and the worst of them (largest :math:`|z|` /
+    threshold; None when there are none)."""
+    own = [j for j in judged if j.test.criterion == criterion]
+    return own, max(own, key=lambda j: abs(j.test.z) / j.threshold, default=None)
+
+
 def learned_findings(judged: list[JudgedTest], group: str, config: CheckConfig) -> list[Finding]:
     """One finding per criterion: the test with the largest :math:`|z|` / threshold."""
     findings = []
     m = len(judged)
     for criterion in LEARNED_CRITERIA:
-        own = [j for j in judged if j.test.criterion == criterion]
-        if not own:
+        own, worst = criterion_tests(judged, criterion)
+        if worst is None:
             continue
-        worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
         failed = sum(not j.ok for j in own)
         t = worst.test
         direction = "above" if t.z > 0 else "below"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from priorflow.config import CheckConfig
+from priorflow.evaluation.learned import criterion_tests
 from priorflow.evaluation.verdict import Finding
 
 if TYPE_CHECKING:
@@ -271,8 +272,7 @@ def _learned_section(learned: Any, config: CheckConfig) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for finding in learned.findings:
-        own = [j for j in learned.judged if j.test.criterion == finding.criterion]
-        worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
+        own, worst = criterion_tests(learned.judged, finding.criterion)
         t = worst.test
         failed = sum(not j.ok for j in own)
         lines.append(
@@ -327,8 +327,7 @@ def _composition_section(results: list[Any], config: CheckConfig) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for finding in result.findings:
-            own = [j for j in result.judged if j.test.criterion == finding.criterion]
-            worst = max(own, key=lambda j: abs(j.test.z) / j.threshold)
+            own, worst = criterion_tests(result.judged, finding.criterion)
             t = worst.test
             lines.append(
                 f"| {finding.criterion} | {t.label} | {t.against} | {t.composed:.4g} | "
