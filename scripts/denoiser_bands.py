@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from priorflow.core.denoiser import PreconditionedDenoiser  # noqa: E402
 from priorflow.data.synthetic import SyntheticWorld  # noqa: E402
+from priorflow.data.synthetic_archive import synthetic_archive_spec  # noqa: E402
 from priorflow.models.exact import exact_backbone  # noqa: E402
 from priorflow.models.loading import Model, load_model  # noqa: E402
 from priorflow.models.training_data import Batches, TrainingData, blanket_split  # noqa: E402
@@ -56,17 +57,15 @@ def zonal_bands(width: int) -> dict[str, tuple[int, int]]:
 
 
 def world_of(model: Model) -> SyntheticWorld:
-    """The synthetic world recorded in the card (``metadata.archive_world``); a one-line error
-    for a model not trained on a synthetic archive."""
-    world = (model.card.metadata or {}).get("archive_world")
-    if not isinstance(world, dict) or "kwargs" not in world:
+    """The synthetic world the card records (``metadata.archive_world`` of a trained model,
+    ``metadata.world`` of an exact one); a one-line error for any other model."""
+    spec = synthetic_archive_spec(model.card.metadata)
+    if spec is None:
         raise SystemExit(
-            f"model: {model.path} records no metadata.archive_world; this diagnostic needs a"
-            " model trained on a synthetic archive (priorflow archive synth)"
+            f"model: {model.path} records no synthetic world (metadata.archive_world); this"
+            " diagnostic needs a model trained on a synthetic archive (priorflow archive synth)"
         )
-    kwargs = dict(world["kwargs"])
-    kwargs["shape"] = tuple(kwargs["shape"])
-    return SyntheticWorld(**kwargs)
+    return SyntheticWorld(**spec["world"])
 
 
 @torch.no_grad()
@@ -82,7 +81,7 @@ def band_power_ratios(
     """``{(band, "slow" | "fast"): ratios over sigmas}`` (module docstring).
 
     ``world``: the exact denoiser's world (default: the card's, the one the model should have
-    learned).
+    learned, :func:`world_of`).
     """
     world = world or world_of(model)
     size, dt = model.card.blanket_size, model.dt_hours

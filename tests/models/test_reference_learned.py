@@ -32,6 +32,7 @@ import torch
 from priorflow.core.dates import state_times
 from priorflow.core.generate import generate_trajectory
 from priorflow.data.synthetic import SyntheticWorld
+from priorflow.data.synthetic_archive import synthetic_archive_spec
 from priorflow.models.loading import load_model
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "reference"
@@ -48,9 +49,7 @@ STEPS = 32  # half the card's 64: the same statistics within 0.01, half the time
 
 
 def world_of(model) -> SyntheticWorld:
-    kwargs = dict(model.card.metadata["archive_world"]["kwargs"])
-    kwargs["shape"] = tuple(kwargs["shape"])
-    return SyntheticWorld(**kwargs)
+    return SyntheticWorld(**synthetic_archive_spec(model.card.metadata)["world"])
 
 
 def prior_statistics(model, world: SyntheticWorld) -> dict:

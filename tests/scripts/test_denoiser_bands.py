@@ -4,6 +4,7 @@ the exact denoiser of the world."""
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,10 +41,8 @@ def test_zonal_bands_double_up_to_the_nyquist_wavenumber():
 
 
 def test_the_exact_denoiser_keeps_exactly_the_exact_power(archive, tmp_path):
-    model = load_model(write_exact_model(tmp_path / "exact"))
-    ratios = bands.band_power_ratios(
-        model, archive, sigmas=SIGMAS, blankets=8, world=SyntheticWorld(seed=0)
-    )
+    model = load_model(write_exact_model(tmp_path / "exact"))  # its card records its world
+    ratios = bands.band_power_ratios(model, archive, sigmas=SIGMAS, blankets=8)
     assert set(ratios) == {
         (b, p) for b in ("k0-3", "k4-7", "k8-15", "k16") for p in ("slow", "fast")
     }
@@ -63,9 +62,7 @@ def test_a_world_with_more_variance_keeps_more_slow_large_scale_power(archive, t
     assert "| k0-3 | slow | " in bands.table(ratios, SIGMAS)
 
 
-def test_a_model_without_a_synthetic_world_is_refused(tmp_path):
-    model = load_model(
-        write_exact_model(tmp_path / "exact")
-    )  # its card says "world", not "archive_world"
-    with pytest.raises(SystemExit, match="metadata.archive_world"):
+def test_a_model_without_a_synthetic_world_is_refused():
+    model = SimpleNamespace(path="models/appa", card=SimpleNamespace(metadata={"kind": "appa"}))
+    with pytest.raises(SystemExit, match="records no synthetic world"):
         bands.world_of(model)
