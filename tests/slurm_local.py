@@ -59,8 +59,9 @@ class LocalSlurm:
         out = self.run("squeue", "-h", "-o", "%i").stdout
         return out.split()
 
-    def wait_empty(self, timeout: float = 30.0) -> list[str]:
-        """Wait until squeue lists no job; return what is left (empty on success)."""
+    def wait_empty(self, timeout: float = 120.0) -> list[str]:
+        """Wait until squeue lists no job; return what is left (empty on success). The deadline is
+        generous: on a loaded machine slurmd takes tens of seconds to end a cancelled job."""
         deadline = time.monotonic() + timeout
         while (jobs := self.job_ids()) and time.monotonic() < deadline:
             time.sleep(0.2)

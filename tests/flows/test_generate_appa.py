@@ -116,7 +116,7 @@ def test_the_seed_yaml_runs_an_appa_lap_on_slurm(appa_env, local_runs, slurm_clu
     before = len(factory_calls(appa_env["log"]))
     state = generate_priors(str(config), run_id="appa-slurm", return_state=True)
     assert state.is_completed(), state.message
-    assert slurm_cluster.wait_empty(timeout=30) == []
+    assert slurm_cluster.wait_empty() == []
     runs = appa_env["root"] / "runs"
     np.testing.assert_array_equal(latents(runs / "appa-slurm"), latents(runs / "appa"))
     in_jobs = [c for c in factory_calls(appa_env["log"])[before:] if c["device"] == "cpu"]

@@ -62,7 +62,7 @@ def runs(slurm_env, tiny_world, tmp_path_factory):
     slurm_state = generate_priors(str(slurm), run_id="on-slurm", return_state=True)
     seconds = time.monotonic() - began
     local_state = generate_priors(str(local), run_id="on-local", return_state=True)
-    left = slurm_env.wait_empty(timeout=30)
+    left = slurm_env.wait_empty()
     return {
         "slurm": (slurm, slurm_state),
         "local": (local, local_state),
@@ -200,4 +200,4 @@ def test_scancel_of_a_worker_mid_task_still_completes_every_member(
         assert np.array_equal(stored, undisturbed.latent.numpy()), job.name
     # the cancelled job finished nothing: its member was rerun on the surviving worker
     assert killed not in ran_on and len(ran_on) == 1, (killed, ran_on)
-    assert slurm_env.wait_empty(timeout=30) == []
+    assert slurm_env.wait_empty() == []

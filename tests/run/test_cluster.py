@@ -344,7 +344,7 @@ def test_slurm_cluster_runs_gpu_tasks(slurm_cluster, tmp_path):
             too_big.cancel()
     finally:
         cluster.close()
-    assert slurm_cluster.wait_empty(timeout=30) == []
+    assert slurm_cluster.wait_empty() == []
     logs = sorted(p.name for p in (run_dir / "cluster" / "logs").iterdir())
     assert {f"pf-run-{job}.out" for job in job_ids} <= set(logs)
 
