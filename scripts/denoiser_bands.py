@@ -68,6 +68,19 @@ def world_of(model: Model) -> SyntheticWorld:
     return SyntheticWorld(**spec["world"])
 
 
+def held_out_every(model: Model) -> int:
+    """Every how many days the model's training held a day out (``metadata.val_every_days`` of a
+    trained card; 10, the training default, for a card that records none, as an exact model's):
+    the blankets judged here come from those days, which the model never trained on."""
+    value = model.card.metadata.get("val_every_days", 10)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise SystemExit(
+            f"model: {model.path} records val_every_days {value!r} in its card's metadata, not"
+            " an integer of 2 or more; fix the card or retrain"
+        )
+    return value
+
+
 @torch.no_grad()
 def band_power_ratios(
     model: Model,
@@ -86,7 +99,7 @@ def band_power_ratios(
     world = world or world_of(model)
     size, dt = model.card.blanket_size, model.dt_hours
     data = TrainingData.from_archive(archive)
-    split = blanket_split(data.times, data.dt_hours, size, dt, 10)
+    split = blanket_split(data.times, data.dt_hours, size, dt, held_out_every(model))
     batches = Batches(data, size, split.stride, torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     starts = split.val[torch.randperm(len(split.val), generator=generator)[:blankets]]

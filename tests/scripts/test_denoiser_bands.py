@@ -66,3 +66,16 @@ def test_a_model_without_a_synthetic_world_is_refused():
     model = SimpleNamespace(path="models/appa", card=SimpleNamespace(metadata={"kind": "appa"}))
     with pytest.raises(SystemExit, match="records no synthetic world"):
         bands.world_of(model)
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [({}, 10), ({"val_every_days": 7}, 7)])
+def test_the_blankets_come_from_the_days_the_model_held_out(metadata, expected):
+    model = SimpleNamespace(path="m", card=SimpleNamespace(metadata=metadata))
+    assert bands.held_out_every(model) == expected
+
+
+@pytest.mark.parametrize("value", [1, "10", 2.5, True])
+def test_an_unusable_held_out_setting_is_refused(value):
+    model = SimpleNamespace(path="m", card=SimpleNamespace(metadata={"val_every_days": value}))
+    with pytest.raises(SystemExit, match="val_every_days"):
+        bands.held_out_every(model)
