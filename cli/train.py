@@ -48,6 +48,13 @@ def train(
     upsampling: str = typer.Option(
         "nearest", help="How the decoder doubles the resolution: nearest or bilinear."
     ),
+    norm: str = typer.Option(
+        "state",
+        help="What the backbone's GroupNorm statistics span: state (each alone) or blanket.",
+    ),
+    output_norm: bool = typer.Option(
+        True, help="Normalise the backbone's features before its output convolution."
+    ),
     temporal_kernel: int = typer.Option(
         3, help="States seen by each temporal convolution (odd; K - 1 or more: the whole blanket)."
     ),
@@ -105,6 +112,8 @@ def train(
             "padding": padding,
             "temporal_kernel": temporal_kernel,
             "upsampling": upsampling,
+            "norm": norm,
+            "output_norm": output_norm,
             "position_rank": position_rank,
         },
         val_every_days=val_every_days,

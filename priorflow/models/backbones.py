@@ -147,9 +147,12 @@ def build_backbone(card: ModelCard) -> nn.Module:
             f" {one_line(error)}; fix the kwargs in {CARD_NAME}"
         ) from None
     except (ValueError, PriorflowError) as error:
+        message = one_line(error)
+        if message.startswith("backbone.kwargs."):  # the backbone named the setting at fault
+            raise ModelError(f"{message} (backbone {target})") from None
         raise ModelError(
             f"state_shape: backbone {target} rejects state_shape {shape} with kwargs"
-            f" {card.backbone.kwargs}: {one_line(error)}"
+            f" {card.backbone.kwargs}: {message}"
         ) from None
     if not isinstance(backbone, nn.Module):
         raise ModelError(

@@ -79,29 +79,58 @@ def noise_features(c_noise: torch.Tensor, size: int = 16) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+class BlanketNorm(nn.GroupNorm):
+    r"""GroupNorm of ``(n K, c, H, W)`` features whose statistics span a state or a blanket.
+
+    ``per="state"`` normalises every state by its own mean and variance; ``per="blanket"`` by
+    those of its blanket's ``K`` states together, so that the scale of the features does not
+    jump from one state to the next (a per-state scale is a fast, state-to-state modulation
+    that the denoiser then lets through as fast noise).
+    """
+
+    def __init__(self, channels: int, groups: int, per: str):
+        super().__init__(_groups(channels, groups), channels)
+        self.per_blanket = per == "blanket"
+
+    def forward(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:  # type: ignore[override]
+        if not self.per_blanket or k == 1:
+            return super().forward(x)
+        m, c, h, w = x.shape
+        y = x.reshape(m // k, k, c, h, w).transpose(1, 2)  # (n, c, K, H, W)
+        return super().forward(y).transpose(1, 2).reshape(m, c, h, w)
+
+
 class ResBlock(nn.Module):
     r"""Residual 2-D block with FiLM conditioning on an embedding.
 
     ``h = conv(silu(norm(x))); h = h (1 + a) + b; y = skip(x) + conv(silu(norm(h)))``.
-    Works on ``(m, c_in, H, W)`` with embedding ``(m, E)``.
+    Works on ``(m, c_in, H, W)`` with embedding ``(m, E)``, ``m = n K``.
     """
 
-    def __init__(self, c_in: int, c_out: int, embedding: int, groups: int, padding_mode: str):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        embedding: int,
+        groups: int,
+        padding_mode: str,
+        norm: str = "state",
+    ):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(c_in, groups), c_in)
+        self.norm1 = BlanketNorm(c_in, groups, norm)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=padding_mode)
         self.film = nn.Linear(embedding, 2 * c_out)
-        self.norm2 = nn.GroupNorm(_groups(c_out, groups), c_out)
+        self.norm2 = BlanketNorm(c_out, groups, norm)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, padding_mode=padding_mode)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, k: int = 1) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x, k)))
         a, b = self.film(emb)[..., None, None].chunk(2, dim=1)
         h = h * (1 + a) + b
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(F.silu(self.norm2(h, k)))
         return self.skip(x) + h
 
 
@@ -112,16 +141,16 @@ class TemporalBlock(nn.Module):
     ``kernel`` states (zero-padded at the blanket's ends).
     """
 
-    def __init__(self, channels: int, kernel: int, groups: int):
+    def __init__(self, channels: int, kernel: int, groups: int, norm: str = "state"):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
+        self.norm = BlanketNorm(channels, groups, norm)
         self.conv = nn.Conv3d(channels, channels, (kernel, 1, 1), padding=(kernel // 2, 0, 0))
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         m, c, h, w = x.shape
-        y = F.silu(self.norm(x))
+        y = F.silu(self.norm(x, k))
         y = y.reshape(m // k, k, c, h, w).transpose(1, 2)  # (n, c, K, H, W)
         y = self.conv(y).transpose(1, 2).reshape(m, c, h, w)
         return x + y
@@ -156,6 +185,11 @@ class ReferenceBackbone(nn.Module):
             field :math:`\sum_r a_r(\text{date}, \sigma) P_r(y, x)` added at the input
             (0: none). It lets a feature move with the date (a warm spot under the sun) without
             the convolutions having to learn where it is.
+        norm: ``"state"`` or ``"blanket"``, what the GroupNorm statistics span
+            (:class:`BlanketNorm`): each state alone, or the blanket's ``K`` states together.
+        output_norm: normalise the features before the output convolution. Without it the
+            output is a convolution of the unnormalised trunk, so it can scale with the input
+            as a posterior mean does (with it, ``F`` has the same scale whatever the input's).
 
     Raises:
         ConfigError: for a ``state_shape`` (or setting) it cannot handle.
@@ -173,6 +207,8 @@ class ReferenceBackbone(nn.Module):
         padding: str = "zeros",
         position_rank: int = 8,
         upsampling: str = "nearest",
+        norm: str = "state",
+        output_norm: bool = True,
     ):
         super().__init__()
         shape = tuple(int(s) for s in state_shape)
@@ -205,6 +241,10 @@ class ReferenceBackbone(nn.Module):
             )
         if position_rank < 0:
             raise ConfigError(f"backbone.kwargs.position_rank: {position_rank} must be 0 or more")
+        if norm not in ("state", "blanket"):
+            raise ConfigError(
+                f"backbone.kwargs.norm: {norm!r} is not a normalisation; use state or blanket"
+            )
         if padding not in ("zeros", "circular"):
             raise ConfigError(
                 f"backbone.kwargs.padding: {padding!r} is not a padding; use zeros or circular"
@@ -229,8 +269,9 @@ class ReferenceBackbone(nn.Module):
         def stage(c_in: int, c_out: int) -> nn.ModuleList:
             mods = []
             for i in range(blocks):
-                mods.append(ResBlock(c_in if i == 0 else c_out, c_out, embedding, groups, padding))
-                mods.append(TemporalBlock(c_out, temporal_kernel, groups))
+                c_first = c_in if i == 0 else c_out
+                mods.append(ResBlock(c_first, c_out, embedding, groups, padding, norm))
+                mods.append(TemporalBlock(c_out, temporal_kernel, groups, norm))
             return nn.ModuleList(mods)
 
         self.down = nn.ModuleList()
@@ -248,7 +289,7 @@ class ReferenceBackbone(nn.Module):
                 nn.Conv2d(channels[i + 1], channels[i], 3, padding=1, padding_mode=padding)
             )
             self.up.append(stage(2 * channels[i], channels[i]))
-        self.norm_out = nn.GroupNorm(_groups(channels[0], groups), channels[0])
+        self.norm_out = BlanketNorm(channels[0], groups, norm) if output_norm else None
         self.conv_out = nn.Conv2d(channels[0], c, 3, padding=1, padding_mode=padding)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -292,7 +333,9 @@ class ReferenceBackbone(nn.Module):
         for upsample, stage in zip(self.upsample, self.up, strict=True):
             h = upsample(self._double(h))
             h = self._stage(stage, torch.cat([h, skips.pop()], dim=1), emb, k)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        if self.norm_out is not None:
+            h = self.norm_out(h, k)
+        out = self.conv_out(F.silu(h))
         return out.reshape(n, k, *self.state_shape)
 
     def _double(self, h: torch.Tensor) -> torch.Tensor:
@@ -313,5 +356,5 @@ class ReferenceBackbone(nn.Module):
     @staticmethod
     def _stage(stage: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, k: int) -> torch.Tensor:
         for module in stage:
-            h = module(h, emb) if isinstance(module, ResBlock) else module(h, k)
+            h = module(h, emb, k) if isinstance(module, ResBlock) else module(h, k)
         return h
