@@ -48,12 +48,10 @@ def train(
     upsampling: str = typer.Option(
         "nearest", help="How the decoder doubles the resolution: nearest or bilinear."
     ),
-    norm: str = typer.Option(
-        "state",
-        help="What the backbone's GroupNorm statistics span: state (each alone) or blanket.",
-    ),
-    output_norm: bool = typer.Option(
-        True, help="Normalise the backbone's features before its output convolution."
+    spectral_skip: bool = typer.Option(
+        False,
+        help="Add the per-mode Wiener estimate from the archive's spectrum to the backbone's"
+        " output (the network learns the rest).",
     ),
     temporal_kernel: int = typer.Option(
         3, help="States seen by each temporal convolution (odd; K - 1 or more: the whole blanket)."
@@ -112,8 +110,7 @@ def train(
             "padding": padding,
             "temporal_kernel": temporal_kernel,
             "upsampling": upsampling,
-            "norm": norm,
-            "output_norm": output_norm,
+            "spectral_skip": spectral_skip,
             "position_rank": position_rank,
         },
         val_every_days=val_every_days,

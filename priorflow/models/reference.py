@@ -79,58 +79,29 @@ def noise_features(c_noise: torch.Tensor, size: int = 16) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
-class BlanketNorm(nn.GroupNorm):
-    r"""GroupNorm of ``(n K, c, H, W)`` features whose statistics span a state or a blanket.
-
-    ``per="state"`` normalises every state by its own mean and variance; ``per="blanket"`` by
-    those of its blanket's ``K`` states together, so that the scale of the features does not
-    jump from one state to the next (a per-state scale is a fast, state-to-state modulation
-    that the denoiser then lets through as fast noise).
-    """
-
-    def __init__(self, channels: int, groups: int, per: str):
-        super().__init__(_groups(channels, groups), channels)
-        self.per_blanket = per == "blanket"
-
-    def forward(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:  # type: ignore[override]
-        if not self.per_blanket or k == 1:
-            return super().forward(x)
-        m, c, h, w = x.shape
-        y = x.reshape(m // k, k, c, h, w).transpose(1, 2)  # (n, c, K, H, W)
-        return super().forward(y).transpose(1, 2).reshape(m, c, h, w)
-
-
 class ResBlock(nn.Module):
     r"""Residual 2-D block with FiLM conditioning on an embedding.
 
     ``h = conv(silu(norm(x))); h = h (1 + a) + b; y = skip(x) + conv(silu(norm(h)))``.
-    Works on ``(m, c_in, H, W)`` with embedding ``(m, E)``, ``m = n K``.
+    Works on ``(m, c_in, H, W)`` with embedding ``(m, E)``.
     """
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        embedding: int,
-        groups: int,
-        padding_mode: str,
-        norm: str = "state",
-    ):
+    def __init__(self, c_in: int, c_out: int, embedding: int, groups: int, padding_mode: str):
         super().__init__()
-        self.norm1 = BlanketNorm(c_in, groups, norm)
+        self.norm1 = nn.GroupNorm(_groups(c_in, groups), c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=padding_mode)
         self.film = nn.Linear(embedding, 2 * c_out)
-        self.norm2 = BlanketNorm(c_out, groups, norm)
+        self.norm2 = nn.GroupNorm(_groups(c_out, groups), c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, padding_mode=padding_mode)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, k: int = 1) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x, k)))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
         a, b = self.film(emb)[..., None, None].chunk(2, dim=1)
         h = h * (1 + a) + b
-        h = self.conv2(F.silu(self.norm2(h, k)))
+        h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
 
 
@@ -141,16 +112,16 @@ class TemporalBlock(nn.Module):
     ``kernel`` states (zero-padded at the blanket's ends).
     """
 
-    def __init__(self, channels: int, kernel: int, groups: int, norm: str = "state"):
+    def __init__(self, channels: int, kernel: int, groups: int):
         super().__init__()
-        self.norm = BlanketNorm(channels, groups, norm)
+        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
         self.conv = nn.Conv3d(channels, channels, (kernel, 1, 1), padding=(kernel // 2, 0, 0))
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         m, c, h, w = x.shape
-        y = F.silu(self.norm(x, k))
+        y = F.silu(self.norm(x))
         y = y.reshape(m // k, k, c, h, w).transpose(1, 2)  # (n, c, K, H, W)
         y = self.conv(y).transpose(1, 2).reshape(m, c, h, w)
         return x + y
@@ -185,11 +156,12 @@ class ReferenceBackbone(nn.Module):
             field :math:`\sum_r a_r(\text{date}, \sigma) P_r(y, x)` added at the input
             (0: none). It lets a feature move with the date (a warm spot under the sun) without
             the convolutions having to learn where it is.
-        norm: ``"state"`` or ``"blanket"``, what the GroupNorm statistics span
-            (:class:`BlanketNorm`): each state alone, or the blanket's ``K`` states together.
-        output_norm: normalise the features before the output convolution. Without it the
-            output is a convolution of the unnormalised trunk, so it can scale with the input
-            as a posterior mean does (with it, ``F`` has the same scale whatever the input's).
+        spectral_skip: add to the output the per-mode Wiener estimate of a state from its own
+            noisy version, :meth:`spectral_skip_term`, with the archive's mean state and power
+            per spatial Fourier mode (:meth:`fit_states`, called by training): the network
+            then learns only what that estimate misses (time, channels, dates), instead of a
+            gain that must differ a hundredfold between the strong large and the weak small
+            scales, which plain training learns slowly (models/reference/README.md).
 
     Raises:
         ConfigError: for a ``state_shape`` (or setting) it cannot handle.
@@ -207,8 +179,7 @@ class ReferenceBackbone(nn.Module):
         padding: str = "zeros",
         position_rank: int = 8,
         upsampling: str = "nearest",
-        norm: str = "state",
-        output_norm: bool = True,
+        spectral_skip: bool = False,
     ):
         super().__init__()
         shape = tuple(int(s) for s in state_shape)
@@ -241,10 +212,6 @@ class ReferenceBackbone(nn.Module):
             )
         if position_rank < 0:
             raise ConfigError(f"backbone.kwargs.position_rank: {position_rank} must be 0 or more")
-        if norm not in ("state", "blanket"):
-            raise ConfigError(
-                f"backbone.kwargs.norm: {norm!r} is not a normalisation; use state or blanket"
-            )
         if padding not in ("zeros", "circular"):
             raise ConfigError(
                 f"backbone.kwargs.padding: {padding!r} is not a padding; use zeros or circular"
@@ -269,9 +236,8 @@ class ReferenceBackbone(nn.Module):
         def stage(c_in: int, c_out: int) -> nn.ModuleList:
             mods = []
             for i in range(blocks):
-                c_first = c_in if i == 0 else c_out
-                mods.append(ResBlock(c_first, c_out, embedding, groups, padding, norm))
-                mods.append(TemporalBlock(c_out, temporal_kernel, groups, norm))
+                mods.append(ResBlock(c_in if i == 0 else c_out, c_out, embedding, groups, padding))
+                mods.append(TemporalBlock(c_out, temporal_kernel, groups))
             return nn.ModuleList(mods)
 
         self.down = nn.ModuleList()
@@ -289,10 +255,56 @@ class ReferenceBackbone(nn.Module):
                 nn.Conv2d(channels[i + 1], channels[i], 3, padding=1, padding_mode=padding)
             )
             self.up.append(stage(2 * channels[i], channels[i]))
-        self.norm_out = BlanketNorm(channels[0], groups, norm) if output_norm else None
+        self.norm_out = nn.GroupNorm(_groups(channels[0], groups), channels[0])
         self.conv_out = nn.Conv2d(channels[0], c, 3, padding=1, padding_mode=padding)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.spectral_skip = spectral_skip
+        if spectral_skip:  # power 1 and mean 0 until fit_states: the skip term is then zero
+            self.register_buffer("mean_state", torch.zeros(c, h, w))
+            self.register_buffer("log_power", torch.zeros(c, h, w // 2 + 1))
+
+    @torch.no_grad()
+    def fit_states(self, states: torch.Tensor, chunk: int = 1024) -> None:
+        r"""Set the skip's mean state :math:`\mu` (the states' mean) and the power
+        :math:`P_k = \overline{|\hat x_k - \hat \mu_k|^2}` of every channel and spatial Fourier
+        mode ``k`` (``rfft2``, orthonormal) from training states ``(N, C, H, W)``."""
+        if not self.spectral_skip:
+            return
+        states = states.to(self.mean_state.device, torch.float64)
+        mean = states.mean(dim=0)
+        power = torch.zeros(self.log_power.shape, dtype=torch.float64, device=mean.device)
+        for i in range(0, len(states), chunk):
+            part = torch.fft.rfft2(states[i : i + chunk] - mean, norm="ortho")
+            power += part.abs().square().sum(dim=0)
+        power = (power / len(states)).clamp(min=1e-6)
+        self.mean_state.copy_(mean.float())
+        self.log_power.copy_(power.log().float())
+
+    def spectral_skip_term(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        r"""The part of ``F`` that makes the denoiser the per-mode Wiener estimate.
+
+        With :math:`x_\sigma = y` the noisy state, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}` and
+        the EDM preconditioning :math:`D = c_{skip} y + c_{out} F`, the estimate
+        :math:`\hat\mu_k + P_k (y_k - \hat\mu_k) / (P_k + \sigma^2)` per mode is reached with
+
+        .. math::
+            F_k = \frac{\sigma}{P_k + \sigma^2}\left(\sqrt{\sigma^2 + 1}\,\hat\mu_k
+                  + (P_k - 1)\,(c_{in} y)_k\right),
+
+        which is 0 for :math:`P_k = 1, \mu = 0` and stays finite at every :math:`\sigma`.
+
+        Arguments:
+            x: ``(n, K, C, H, W)``, the preconditioned input :math:`c_{in} y`.
+            sigma: ``(n,)``.
+        """
+        h, w = x.shape[-2:]
+        s = sigma.float().reshape(-1, 1, 1, 1, 1)
+        power = self.log_power.exp()
+        spectrum = torch.fft.rfft2(x.float(), norm="ortho")
+        mean = torch.fft.rfft2(self.mean_state, norm="ortho")
+        term = s / (power + s**2) * (torch.sqrt(s**2 + 1) * mean + (power - 1) * spectrum)
+        return torch.fft.irfft2(term, s=(h, w), norm="ortho")
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
         r"""Evaluate ``F``.
@@ -333,10 +345,10 @@ class ReferenceBackbone(nn.Module):
         for upsample, stage in zip(self.upsample, self.up, strict=True):
             h = upsample(self._double(h))
             h = self._stage(stage, torch.cat([h, skips.pop()], dim=1), emb, k)
-        if self.norm_out is not None:
-            h = self.norm_out(h, k)
-        out = self.conv_out(F.silu(h))
-        return out.reshape(n, k, *self.state_shape)
+        out = self.conv_out(F.silu(self.norm_out(h))).reshape(n, k, *self.state_shape)
+        if self.spectral_skip:
+            out = out + self.spectral_skip_term(x, torch.exp(c_noise / 10)).to(out.dtype)
+        return out
 
     def _double(self, h: torch.Tensor) -> torch.Tensor:
         """Twice the resolution: nearest (blocks of 2 x 2, power at the Nyquist wavenumber) or
@@ -356,5 +368,5 @@ class ReferenceBackbone(nn.Module):
     @staticmethod
     def _stage(stage: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, k: int) -> torch.Tensor:
         for module in stage:
-            h = module(h, emb, k) if isinstance(module, ResBlock) else module(h, k)
+            h = module(h, emb) if isinstance(module, ResBlock) else module(h, k)
         return h

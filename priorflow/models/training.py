@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -236,6 +237,7 @@ class _Training:
             self.backbone = build_backbone(card).to(self.device)
         except ModelError as error:
             raise ConfigError(str(error)) from None
+        self._fit_backbone_to_training_states(config.blanket_size)
         self.ema = _copy(self.backbone)
         self.optimizer = torch.optim.AdamW(
             self.backbone.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -247,6 +249,17 @@ class _Training:
         self.loss_avg: float | None = None
         self.val_loss: float | None = None
         self.began = time.perf_counter()
+
+    def _fit_backbone_to_training_states(self, blanket_size: int) -> None:
+        """A backbone with ``fit_states`` (e.g. the reference one's spectral skip) sees the
+        states of the training blankets (never a validation day's) before its first step; a
+        resumed run then loads what it fitted with the rest of the state."""
+        fit = getattr(self.backbone, "fit_states", None)
+        if not callable(fit):
+            return
+        offsets = torch.arange(blanket_size) * self.split.stride
+        index = torch.unique((self.split.train[:, None] + offsets).reshape(-1))
+        fit(torch.from_numpy(np.asarray(self.data.states)[index.numpy()]))
 
     @property
     def state_file(self) -> Path:

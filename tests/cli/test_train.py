@@ -50,16 +50,6 @@ def test_train_writes_a_loadable_model(archive, tmp_path, capsys):
     assert load_model(out).card.metadata["trained_steps"] == 6
 
 
-def test_the_normalisation_settings_reach_the_card(archive, tmp_path):
-    out = tmp_path / "model"
-    argv = ["train", "--archive", str(archive), "--out", str(out), *ARGS]
-    assert run([*argv, "--norm", "blanket", "--no-output-norm"]) == 0
-    model = load_model(out)
-    assert model.card.backbone.kwargs["norm"] == "blanket"
-    assert model.card.backbone.kwargs["output_norm"] is False
-    assert model.backbone.norm_out is None
-
-
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -67,7 +57,7 @@ def test_the_normalisation_settings_reach_the_card(archive, tmp_path):
         (["--lr", "-1"], "error: lr"),
         (["--blanket-size", "500"], "error: blanket_size"),
         (["--channels", "4,8,8,8"], "error: state_shape"),
-        (["--norm", "layer"], "error: backbone.kwargs.norm"),
+        (["--upsampling", "bicubic"], "error: backbone.kwargs.upsampling"),
     ],
 )
 def test_user_errors(archive, tmp_path, capsys, extra, expected):

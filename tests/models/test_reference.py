@@ -9,7 +9,7 @@ import torch
 from priorflow.core.dates import hour_of_day, times_to_fields, timestamps, year_progress
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.models.reference import BlanketNorm, ReferenceBackbone, date_features
+from priorflow.models.reference import ReferenceBackbone, date_features
 
 SHAPE = (2, 8, 16)
 KWARGS = {"channels": [8, 16, 16], "embedding": 16}
@@ -71,7 +71,6 @@ def test_scalar_noise_level():
         ((2, 8, 16), {"channels": []}, "must be positive"),
         ((2, 8, 16), {"position_rank": -1}, "position_rank"),
         ((2, 8, 16), {"upsampling": "bicubic"}, "upsampling"),
-        ((2, 8, 16), {"norm": "layer"}, "backbone.kwargs.norm"),
     ],
 )
 def test_rejected_settings(shape, kwargs, expected):
@@ -221,49 +220,44 @@ def test_positional_field_moves_with_the_date():
     assert (one - two).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("per", ["state", "blanket"])
-def test_blanket_norm_statistics_span_what_it_says(per):
-    torch.manual_seed(0)
-    n, k, c = 2, 4, 6
-    x = torch.randn(n * k, c, 5, 7) * torch.rand(n * k, 1, 1, 1) * 3
-    norm = BlanketNorm(c, 3, per)
-    with torch.no_grad():
-        out = norm(x, k)
-    if per == "state":
-        torch.testing.assert_close(out, torch.nn.functional.group_norm(x, 3))
-    else:
-        grouped = out.reshape(n, k, 3, 2, 5, 7).transpose(1, 2).reshape(n, 3, -1)
-        torch.testing.assert_close(grouped.mean(-1), torch.zeros(n, 3), atol=1e-5, rtol=0)
-        torch.testing.assert_close(
-            grouped.var(-1, unbiased=False), torch.ones(n, 3), atol=1e-3, rtol=0
-        )
-        # one state's scale no longer cancels: states keep their relative amplitude
-        ratio = float(out[0, :2].std() / out[1, :2].std())
-        assert ratio == pytest.approx(float(x[0, :2].std() / x[1, :2].std()), rel=1e-4)
-
-
-@pytest.mark.parametrize("settings", [{"norm": "blanket"}, {"output_norm": False}])
-def test_normalisation_settings_keep_blankets_independent(settings):
+def test_an_unfitted_spectral_skip_changes_nothing():
     x, c_noise, dates = inputs()
-    backbone = perturbed(**KWARGS, **settings)
-    together = backbone(x, c_noise, dates)
-    for i in range(len(x)):
-        alone = backbone(x[i : i + 1], c_noise[i : i + 1], dates[i : i + 1])
-        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-4)
+    plain = perturbed()
+    skip = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True).eval()
+    skip.load_state_dict(plain.state_dict(), strict=False)  # all but the skip's buffers
+    torch.testing.assert_close(skip(x, c_noise, dates), plain(x, c_noise, dates))
 
 
-def test_blanket_norm_lets_one_state_scale_reach_the_others():
-    x, c_noise, dates = inputs(k=5)
-    bumped = x.clone()
-    bumped[:, 2] *= 3.0
-    for norm, reaches in (("state", False), ("blanket", True)):
-        kwargs = {**KWARGS, "norm": norm, "temporal_kernel": 1}
-        backbone = perturbed(**kwargs)
-        change = backbone(bumped, c_noise, dates)[:, 0] - backbone(x, c_noise, dates)[:, 0]
-        assert (change.abs().max() > 1e-4) == reaches
+def test_fit_states_measures_the_mean_state_and_the_power_per_mode():
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(SHAPE, generator=generator)
+    states = mean + 0.5 * torch.randn(4000, *SHAPE, generator=generator)
+    backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True)
+    backbone.fit_states(states)
+    torch.testing.assert_close(backbone.mean_state, mean, atol=0.05, rtol=0)
+    power = backbone.log_power.exp()  # white noise of variance 0.25: 0.25 in every mode
+    assert power.shape == (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
+    torch.testing.assert_close(power, torch.full_like(power, 0.25), atol=0.03, rtol=0)
 
 
-def test_without_output_norm_the_state_dict_has_no_output_norm():
-    with_norm = ReferenceBackbone(SHAPE, **KWARGS).state_dict()
-    without = ReferenceBackbone(SHAPE, **KWARGS, output_norm=False).state_dict()
-    assert set(with_norm) - set(without) == {"norm_out.weight", "norm_out.bias"}
+@pytest.mark.parametrize("sigma", [1e-3, 0.3, 3.0, 1e3])
+def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma):
+    """With the network's output still zero (fresh ``conv_out``), the denoiser is
+    ``mu + P (y - mu) / (P + sigma^2)`` per channel and spatial Fourier mode."""
+    torch.manual_seed(0)
+    backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True).eval()
+    generator = torch.Generator().manual_seed(1)
+    red = 1 / (1 + torch.arange(SHAPE[2] // 2 + 1.0)) ** 2  # a red zonal spectrum
+    noise = torch.randn(500, *SHAPE[:2], SHAPE[2] // 2 + 1, 2, generator=generator)
+    modes = torch.view_as_complex(noise) * red.sqrt()
+    states = torch.fft.irfft2(modes, s=SHAPE[1:], norm="ortho") + 0.7
+    backbone.fit_states(states)
+    x, _, dates = inputs()
+    y = 0.7 + x * 0.4 + sigma * torch.randn(x.shape, generator=generator)
+    denoised = PreconditionedDenoiser(backbone)(y, torch.full((len(y),), sigma), dates)
+    mu, power = backbone.mean_state.double(), backbone.log_power.double().exp()
+    gain = power / (power + sigma**2)
+    spectrum = torch.fft.rfft2(y.double() - mu, norm="ortho")
+    expected = mu + torch.fft.irfft2(gain * spectrum, s=SHAPE[1:], norm="ortho")
+    scale = max(1.0, sigma)
+    torch.testing.assert_close(denoised.double(), expected, atol=2e-5 * scale, rtol=1e-4)

@@ -219,3 +219,21 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ConfigError) as info:
         train(data, tmp_path / "m", config(steps=8, lr=1e-3))
     assert str(info.value).startswith("lr:") and "new --out" in str(info.value)
+
+
+def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path):
+    data = tiny_world()
+    settings = config(backbone={"channels": [8, 16], "embedding": 16, "spectral_skip": True})
+    out = tmp_path / "m"
+    train(data, out, settings)
+    saved = weights(out / "model_last.pt")
+    split = blanket_split(data.times, 1, 4, 1, settings.val_every_days)
+    index = torch.unique((split.train[:, None] + torch.arange(4)).reshape(-1)).numpy()
+    expected = torch.from_numpy(data.states[index].astype(np.float64).mean(axis=0)).float()
+    torch.testing.assert_close(saved["mean_state"], expected, atol=1e-5, rtol=0)
+    assert not torch.equal(saved["mean_state"], torch.from_numpy(data.states.mean(axis=0)))
+    assert saved["log_power"].abs().max() > 0.1  # measured, not the unfitted zeros
+    # a resumed run keeps what the first one fitted
+    train(data, out, replace(settings, steps=12))
+    torch.testing.assert_close(weights(out / "model_last.pt")["mean_state"], saved["mean_state"])
+    assert load_model(out).backbone.spectral_skip
