@@ -188,8 +188,13 @@ def test_reference_trains_a_step():
 
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
-def test_autocast(precision, device):
-    backbone = perturbed().to(device)
+@pytest.mark.parametrize("spectral_skip", [False, True])
+def test_autocast(precision, device, spectral_skip):
+    backbone = perturbed(**KWARGS, spectral_skip=spectral_skip)
+    if spectral_skip:
+        generator = torch.Generator().manual_seed(2)
+        backbone.fit_states(0.3 + torch.randn(64, *SHAPE, generator=generator).cumsum(-1) / 4)
+    backbone = backbone.to(device)
     x, _, dates = inputs()
     x, dates = x.to(device), dates.to(device)
     sigma = torch.tensor([0.01, 1.0, 100.0], device=device)
