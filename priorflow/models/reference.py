@@ -20,6 +20,11 @@ The defaults (``channels=(16, 32, 64)``, ``blocks=1``) have about 0.24 M paramet
 two CPU cores in minutes; on a GPU scale ``channels`` (e.g. ``(64, 128, 256)``), ``blocks`` and
 ``embedding`` through the model card's ``backbone.kwargs``. ``padding="circular"`` suits a
 periodic domain but costs about twice the time on a CPU (the padding copies every activation).
+
+With ``spectral_skip=True`` the output also carries the per-mode Wiener estimate of each state
+(:meth:`ReferenceBackbone.spectral_skip_term`, from the training states' mean and power per
+spatial Fourier mode), so that the network learns only what a stationary Gaussian estimate of
+one state misses.
 """
 
 from __future__ import annotations
