@@ -21,10 +21,11 @@ two CPU cores in minutes; on a GPU scale ``channels`` (e.g. ``(64, 128, 256)``),
 ``embedding`` through the model card's ``backbone.kwargs``. ``padding="circular"`` suits a
 periodic domain but costs about twice the time on a CPU (the padding copies every activation).
 
-With ``spectral_skip=True`` the output also carries the per-mode Wiener estimate of each state
-(:meth:`ReferenceBackbone.spectral_skip_term`, from the training states' mean and power per
-spatial Fourier mode), so that the network learns only what a stationary Gaussian estimate of
-one state misses.
+With ``spectral_skip=True`` the output also carries the Wiener estimate of the blanket under a
+stationary Gaussian prior, per channel and spatial Fourier mode, that is AR(1) from one state to
+the next (:meth:`ReferenceBackbone.spectral_skip_term`; the training states' mean, power and lag
+correlation per mode), so that the network learns only what that estimate misses: the date's
+mean, the coupling of channels and modes, whatever is not Gaussian.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from priorflow.errors import ConfigError
 
 # Days before the first of each month in a common year.
 _MONTH_OFFSETS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+# Bound on the spectral skip's lag correlation: R_k's condition number stays under 400.
+_MAX_LAG_CORRELATION = 0.995
 
 
 def date_features(dates: torch.Tensor, harmonics: int = 1) -> torch.Tensor:
@@ -161,12 +164,13 @@ class ReferenceBackbone(nn.Module):
             field :math:`\sum_r a_r(\text{date}, \sigma) P_r(y, x)` added at the input
             (0: none). It lets a feature move with the date (a warm spot under the sun) without
             the convolutions having to learn where it is.
-        spectral_skip: add to the output the per-mode Wiener estimate of a state from its own
-            noisy version, :meth:`spectral_skip_term`, with the archive's mean state and power
-            per spatial Fourier mode (:meth:`fit_states`, called by training): the network
-            then learns only what that estimate misses (time, channels, dates), instead of a
-            gain that must differ a hundredfold between the strong large and the weak small
-            scales, which plain training learns slowly (models/reference/README.md).
+        spectral_skip: add to the output the Wiener estimate of the blanket from its noisy
+            version, :meth:`spectral_skip_term`, under the archive's mean state, power and
+            lag correlation per spatial Fourier mode (:meth:`fit_states`, called by training):
+            the network then learns only what that estimate misses (dates, channels), instead
+            of a gain that must differ a hundredfold between the strong large and the weak small
+            scales and an average over the blanket's states, which plain training learns slowly
+            (models/reference/README.md).
 
     Raises:
         ConfigError: for a ``state_shape`` (or setting) it cannot handle.
@@ -265,51 +269,102 @@ class ReferenceBackbone(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.spectral_skip = spectral_skip
-        if spectral_skip:  # power 1 and mean 0 until fit_states: the skip term is then zero
+        if spectral_skip:  # power 1, mean 0, no lag correlation until fit_states: skip term 0
             self.register_buffer("mean_state", torch.zeros(c, h, w))
             self.register_buffer("log_power", torch.zeros(c, h, w // 2 + 1))
+            self.register_buffer("lag_correlation", torch.zeros(c, h, w // 2 + 1))
 
     @torch.no_grad()
-    def fit_states(self, states: torch.Tensor, chunk: int = 1024) -> None:
-        r"""Set the skip's mean state :math:`\mu` (the states' mean) and the power
-        :math:`P_k = \overline{|\hat x_k - \hat \mu_k|^2}` of every channel and spatial Fourier
-        mode ``k`` (``rfft2``, orthonormal) from training states ``(N, C, H, W)``."""
+    def fit_states(
+        self, states: torch.Tensor, lag_pairs: torch.Tensor | None = None, chunk: int = 256
+    ) -> None:
+        r"""Fit the skip's stationary prior per channel and spatial Fourier mode ``k``
+        (``rfft2``, orthonormal) from training states ``(N, C, H, W)``.
+
+        - mean state :math:`\mu = \overline{x}`;
+        - power :math:`P_k = \overline{|d_k|^2}`, with :math:`d = \hat x - \hat\mu`;
+        - lag correlation :math:`\rho_k = \sum_{(i,j)} \Re(\bar d_{i,k} d_{j,k}) \big/
+          \sum_{(i,j)} \tfrac12 (|d_{i,k}|^2 + |d_{j,k}|^2)` over ``lag_pairs`` ``(M, 2)``,
+          indices of states ``j`` one blanket step after ``i`` (so :math:`|\rho_k| \le 1`;
+          clamped to :math:`\pm 0.995`, which keeps the prior's covariance well conditioned).
+          Without pairs :math:`\rho_k = 0`: the skip then treats every state alone.
+
+        Sums run in float64 over chunks of ``chunk`` states.
+        """
         if not self.spectral_skip:
             return
-        states = states.to(self.mean_state.device, torch.float64)
-        mean = states.mean(dim=0)
-        power = torch.zeros(self.log_power.shape, dtype=torch.float64, device=mean.device)
+        device = self.mean_state.device
+
+        def spectra(index: torch.Tensor | slice) -> torch.Tensor:
+            part = states[index].to(device, torch.float64) - mean
+            return torch.fft.rfft2(part, norm="ortho")
+
+        mean = torch.zeros(self.mean_state.shape, dtype=torch.float64, device=device)
         for i in range(0, len(states), chunk):
-            part = torch.fft.rfft2(states[i : i + chunk] - mean, norm="ortho")
-            power += part.abs().square().sum(dim=0)
+            mean += states[i : i + chunk].to(device, torch.float64).sum(dim=0)
+        mean /= len(states)
+        power = torch.zeros(self.log_power.shape, dtype=torch.float64, device=device)
+        for i in range(0, len(states), chunk):
+            power += spectra(slice(i, i + chunk)).abs().square().sum(dim=0)
         power = (power / len(states)).clamp(min=1e-6)
+        rho = torch.zeros_like(power)
+        if lag_pairs is not None and len(lag_pairs):
+            cross, both = torch.zeros_like(power), torch.zeros_like(power)
+            for i in range(0, len(lag_pairs), chunk):
+                pairs = lag_pairs[i : i + chunk]
+                first, second = spectra(pairs[:, 0]), spectra(pairs[:, 1])
+                cross += (first.conj() * second).real.sum(dim=0)
+                both += (first.abs().square() + second.abs().square()).sum(dim=0) / 2
+            rho = (cross / both.clamp(min=1e-12)).clamp(
+                -_MAX_LAG_CORRELATION, _MAX_LAG_CORRELATION
+            )
         self.mean_state.copy_(mean.float())
         self.log_power.copy_(power.log().float())
+        self.lag_correlation.copy_(rho.float())
 
     def spectral_skip_term(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        r"""The part of ``F`` that makes the denoiser the per-mode Wiener estimate.
+        r"""The part of ``F`` that makes the denoiser the Wiener estimate of the blanket under
+        a stationary Gaussian prior that is AR(1) in time, per channel and spatial mode ``k``.
 
-        With :math:`x_\sigma = y` the noisy state, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}` and
-        the EDM preconditioning :math:`D = c_{skip} y + c_{out} F`, the estimate
-        :math:`\hat\mu_k + P_k (y_k - \hat\mu_k) / (P_k + \sigma^2)` per mode is reached with
+        Per mode, the ``K`` states of a blanket have mean :math:`\hat\mu_k` and covariance
+        :math:`\Sigma_k = P_k R_k`, :math:`(R_k)_{ij} = \rho_k^{|i - j|}`. With the noisy blanket
+        :math:`y`, :math:`u = c_{in} y`, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}` and the EDM
+        preconditioning :math:`D = c_{skip} y + c_{out} F`, the posterior mean
+        :math:`\hat\mu_k + \Sigma_k (\Sigma_k + \sigma^2 I)^{-1} (y_k - \hat\mu_k)` is reached
+        with
 
         .. math::
-            F_k = \frac{\sigma}{P_k + \sigma^2}\left(\sqrt{\sigma^2 + 1}\,\hat\mu_k
-                  + (P_k - 1)\,(c_{in} y)_k\right),
+            F_k = \sigma (\Sigma_k + \sigma^2 I)^{-1}
+                  \left(\sqrt{\sigma^2 + 1}\,\hat\mu_k \mathbf 1 + (\Sigma_k - I)\,u_k\right),
 
-        which is 0 for :math:`P_k = 1, \mu = 0` and stays finite at every :math:`\sigma`.
+        evaluated in the eigenbasis :math:`R_k = V \operatorname{diag}(\ell) V^\top`, where
+        with :math:`\lambda = P_k \ell` each component is
+        :math:`\sigma/(\lambda + \sigma^2)\,(\sqrt{\sigma^2 + 1}\,\tilde\mu + (\lambda - 1)\tilde u)`:
+        0 for :math:`P_k = 1, \rho_k = 0, \mu = 0`, finite at every :math:`\sigma` (it tends
+        to :math:`\hat\mu_k` as :math:`\sigma \to \infty`, to 0 as :math:`\sigma \to 0`).
+        With :math:`\rho_k = 0` it is each state's own Wiener estimate.
 
         Arguments:
             x: ``(n, K, C, H, W)``, the preconditioned input :math:`c_{in} y`.
             sigma: ``(n,)``.
         """
-        h, w = x.shape[-2:]
-        s = sigma.float().reshape(-1, 1, 1, 1, 1)
-        power = self.log_power.exp()
-        spectrum = torch.fft.rfft2(x.float(), norm="ortho")
-        mean = torch.fft.rfft2(self.mean_state, norm="ortho")
-        term = s / (power + s**2) * (torch.sqrt(s**2 + 1) * mean + (power - 1) * spectrum)
-        return torch.fft.irfft2(term, s=(h, w), norm="ortho")
+        k, (h, w) = x.shape[1], x.shape[-2:]
+        rho = self.lag_correlation.double()
+        lags = torch.arange(k, device=x.device)
+        lags = (lags[:, None] - lags[None, :]).abs().double()
+        # R_k per mode (C, H, Wf, K, K); eigh in float64 (K is small)
+        ell, basis = torch.linalg.eigh(rho[..., None, None] ** lags)
+        lam = self.log_power.double().exp()[..., None] * ell  # (C, H, Wf, K)
+        s = sigma.double().reshape(-1, 1, 1, 1, 1)
+        spectrum = torch.fft.rfft2(x.float(), norm="ortho").to(torch.complex128)
+        spectrum = spectrum.permute(0, 2, 3, 4, 1)  # (n, C, H, Wf, K)
+        mean = torch.fft.rfft2(self.mean_state.double(), norm="ortho")
+        basis = basis.to(torch.complex128)
+        u = torch.einsum("chwkj,nchwk->nchwj", basis, spectrum)  # V^T u
+        mu = mean[..., None] * basis.sum(dim=-2)  # V^T (mu 1)
+        term = s / (lam + s**2) * (torch.sqrt(s**2 + 1) * mu + (lam - 1) * u)
+        term = torch.einsum("chwkj,nchwj->nkchw", basis, term)  # back: V term
+        return torch.fft.irfft2(term.to(torch.complex64), s=(h, w), norm="ortho")
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
         r"""Evaluate ``F``.

@@ -252,14 +252,20 @@ class _Training:
 
     def _fit_backbone_to_training_states(self, blanket_size: int) -> None:
         """A backbone with ``fit_states`` (e.g. the reference one's spectral skip) sees the
-        states of the training blankets (never a validation day's) before its first step; a
-        resumed run then loads what it fitted with the rest of the state."""
+        states of the training blankets (never a validation day's) before its first step, with
+        the pairs of them one blanket step apart; a resumed run loads what the first one fitted
+        with the rest of its state, so it does not fit again."""
         fit = getattr(self.backbone, "fit_states", None)
-        if not callable(fit):
+        if not callable(fit) or self.state_file.exists():
             return
-        offsets = torch.arange(blanket_size) * self.split.stride
+        stride = self.split.stride
+        offsets = torch.arange(blanket_size) * stride
         index = torch.unique((self.split.train[:, None] + offsets).reshape(-1))
-        fit(torch.from_numpy(np.asarray(self.data.states)[index.numpy()]))
+        # positions a, b in index with index[b] = index[a] + stride
+        after = torch.searchsorted(index, index + stride).clamp(max=len(index) - 1)
+        follows = index[after] == index + stride
+        pairs = torch.stack([torch.nonzero(follows)[:, 0], after[follows]], dim=1)
+        fit(torch.from_numpy(np.asarray(self.data.states)[index.numpy()]), pairs)
 
     @property
     def state_file(self) -> Path:

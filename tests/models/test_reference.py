@@ -193,7 +193,8 @@ def test_autocast(precision, device, spectral_skip):
     backbone = perturbed(**KWARGS, spectral_skip=spectral_skip)
     if spectral_skip:
         generator = torch.Generator().manual_seed(2)
-        backbone.fit_states(0.3 + torch.randn(64, *SHAPE, generator=generator).cumsum(-1) / 4)
+        states = 0.3 + ar1_states(64, 0.9, 1.0, generator).cumsum(-1) / 4
+        backbone.fit_states(states, torch.stack([torch.arange(63), torch.arange(1, 64)], 1))
     backbone = backbone.to(device)
     x, _, dates = inputs()
     x, dates = x.to(device), dates.to(device)
@@ -233,36 +234,81 @@ def test_an_unfitted_spectral_skip_changes_nothing():
     torch.testing.assert_close(skip(x, c_noise, dates), plain(x, c_noise, dates))
 
 
-def test_fit_states_measures_the_mean_state_and_the_power_per_mode():
+def ar1_states(n: int, rho: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` consecutive states of white noise in space (variance ``scale**2``) that is AR(1)
+    with lag correlation ``rho`` from one state to the next."""
+    states = torch.empty(n, *SHAPE)
+    states[0] = torch.randn(SHAPE, generator=generator)
+    for t in range(1, n):
+        fresh = torch.randn(SHAPE, generator=generator)
+        states[t] = rho * states[t - 1] + (1 - rho**2) ** 0.5 * fresh
+    return scale * states
+
+
+def test_fit_states_measures_the_mean_state_the_power_and_the_lag_correlation_per_mode():
     generator = torch.Generator().manual_seed(0)
     mean = torch.randn(SHAPE, generator=generator)
-    states = mean + 0.5 * torch.randn(4000, *SHAPE, generator=generator)
+    states = mean + ar1_states(4000, 0.8, 0.5, generator)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True)
-    backbone.fit_states(states)
-    torch.testing.assert_close(backbone.mean_state, mean, atol=0.05, rtol=0)
-    power = backbone.log_power.exp()  # white noise of variance 0.25: 0.25 in every mode
+    # pairs one step apart, with a gap (state 2000 does not follow 1999)
+    first = torch.cat([torch.arange(0, 1999), torch.arange(2000, 3999)])
+    backbone.fit_states(states, torch.stack([first, first + 1], dim=1))
+    # the mean of 4000 states that are AR(1) with 0.8: about 440 independent ones, std 0.024
+    torch.testing.assert_close(backbone.mean_state, mean, atol=0.12, rtol=0)
+    power = backbone.log_power.exp()  # white in space, variance 0.25: 0.25 in every mode
     assert power.shape == (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
-    torch.testing.assert_close(power, torch.full_like(power, 0.25), atol=0.03, rtol=0)
+    torch.testing.assert_close(power, torch.full_like(power, 0.25), atol=0.04, rtol=0)
+    rho = backbone.lag_correlation
+    torch.testing.assert_close(rho, torch.full_like(rho, 0.8), atol=0.06, rtol=0)
+    # without pairs every state stands alone
+    backbone.fit_states(states)
+    assert torch.equal(backbone.lag_correlation, torch.zeros_like(rho))
+
+
+def test_fit_states_bounds_the_lag_correlation():
+    states = torch.randn(1, *SHAPE).expand(50, *SHAPE) + 1e-3 * torch.randn(50, *SHAPE)
+    backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True)
+    backbone.fit_states(states, torch.stack([torch.arange(49), torch.arange(1, 50)], dim=1))
+    assert backbone.lag_correlation.abs().max() <= 0.995
+
+
+def blanket_posterior_mean(backbone: ReferenceBackbone, y: torch.Tensor, sigma: float):
+    """``mu + Sigma (Sigma + sigma^2 I)^-1 (y - mu)`` per channel and spatial mode, with the
+    dense ``K x K`` covariance ``Sigma_ij = P rho^|i-j|`` (float64)."""
+    k = y.shape[1]
+    mu = backbone.mean_state.double()
+    power, rho = backbone.log_power.double().exp(), backbone.lag_correlation.double()
+    lags = (torch.arange(k)[:, None] - torch.arange(k)[None, :]).abs().double()
+    cov = power[..., None, None] * rho[..., None, None] ** lags  # (C, H, Wf, K, K)
+    gain = cov @ torch.linalg.inv(cov + sigma**2 * torch.eye(k, dtype=torch.float64))
+    spectrum = torch.fft.rfft2(y.double() - mu, norm="ortho").permute(0, 2, 3, 4, 1)
+    filtered = torch.einsum("chwij,nchwj->nichw", gain.to(spectrum.dtype), spectrum)
+    return mu + torch.fft.irfft2(filtered, s=SHAPE[1:], norm="ortho")
 
 
 @pytest.mark.parametrize("sigma", [1e-3, 0.3, 3.0, 1e3])
-def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma):
-    """With the network's output still zero (fresh ``conv_out``), the denoiser is
-    ``mu + P (y - mu) / (P + sigma^2)`` per channel and spatial Fourier mode."""
+@pytest.mark.parametrize("temporal", [False, True])
+def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma, temporal):
+    """With the network's output still zero (fresh ``conv_out``), the denoiser is the posterior
+    mean of the blanket under the fitted prior: per channel and spatial Fourier mode, mean
+    ``mu``, power ``P`` and (``temporal``) lag correlation ``rho`` between states; without it,
+    each state's own ``mu + P (y - mu) / (P + sigma^2)``."""
     torch.manual_seed(0)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True).eval()
     generator = torch.Generator().manual_seed(1)
     red = 1 / (1 + torch.arange(SHAPE[2] // 2 + 1.0)) ** 2  # a red zonal spectrum
-    noise = torch.randn(500, *SHAPE[:2], SHAPE[2] // 2 + 1, 2, generator=generator)
-    modes = torch.view_as_complex(noise) * red.sqrt()
-    states = torch.fft.irfft2(modes, s=SHAPE[1:], norm="ortho") + 0.7
-    backbone.fit_states(states)
+    states = torch.fft.irfft2(
+        torch.fft.rfft2(ar1_states(500, 0.9, 1.0, generator), norm="ortho") * red.sqrt(),
+        s=SHAPE[1:],
+        norm="ortho",
+    )
+    states = states + 0.7
+    pairs = torch.stack([torch.arange(499), torch.arange(1, 500)], dim=1) if temporal else None
+    backbone.fit_states(states, pairs)
+    assert (backbone.lag_correlation.mean() > 0.8) == temporal
     x, _, dates = inputs()
     y = 0.7 + x * 0.4 + sigma * torch.randn(x.shape, generator=generator)
     denoised = PreconditionedDenoiser(backbone)(y, torch.full((len(y),), sigma), dates)
-    mu, power = backbone.mean_state.double(), backbone.log_power.double().exp()
-    gain = power / (power + sigma**2)
-    spectrum = torch.fft.rfft2(y.double() - mu, norm="ortho")
-    expected = mu + torch.fft.irfft2(gain * spectrum, s=SHAPE[1:], norm="ortho")
+    expected = blanket_posterior_mean(backbone, y, sigma)
     scale = max(1.0, sigma)
     torch.testing.assert_close(denoised.double(), expected, atol=2e-5 * scale, rtol=1e-4)

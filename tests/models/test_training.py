@@ -13,6 +13,7 @@ from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
 from priorflow.models.card import read_card
 from priorflow.models.loading import load_model
+from priorflow.models.reference import ReferenceBackbone
 from priorflow.models.training import (
     STATE_NAME,
     TrainConfig,
@@ -221,7 +222,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert str(info.value).startswith("lr:") and "new --out" in str(info.value)
 
 
-def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path):
+def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path, monkeypatch):
     data = tiny_world()
     settings = config(backbone={"channels": [8, 16], "embedding": 16, "spectral_skip": True})
     out = tmp_path / "m"
@@ -233,7 +234,20 @@ def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path):
     torch.testing.assert_close(saved["mean_state"], expected, atol=1e-5, rtol=0)
     assert not torch.equal(saved["mean_state"], torch.from_numpy(data.states.mean(axis=0)))
     assert saved["log_power"].abs().max() > 0.1  # measured, not the unfitted zeros
-    # a resumed run keeps what the first one fitted
+    # the lag correlation comes from pairs of training states one hour apart
+    position = {int(t): i for i, t in enumerate(index)}
+    pairs = [[i, position[int(t) + 1]] for i, t in enumerate(index) if int(t) + 1 in position]
+    assert len(pairs) < len(index) - 1  # the held-out days leave gaps
+    reference = ReferenceBackbone(SHAPE, channels=[8, 16], embedding=16, spectral_skip=True)
+    reference.fit_states(torch.from_numpy(data.states[index]), torch.tensor(pairs))
+    torch.testing.assert_close(saved["lag_correlation"], reference.lag_correlation)
+    assert saved["lag_correlation"].min() > 0.7  # AR(1) with 0.9 an hour, the mean smoother
+    # a resumed run loads what the first one fitted and does not fit again
+    fits = []
+    monkeypatch.setattr(ReferenceBackbone, "fit_states", lambda *args: fits.append(args))
     train(data, out, replace(settings, steps=12))
-    torch.testing.assert_close(weights(out / "model_last.pt")["mean_state"], saved["mean_state"])
+    assert fits == []
+    resumed = weights(out / "model_last.pt")
+    for name in ("mean_state", "log_power", "lag_correlation"):
+        torch.testing.assert_close(resumed[name], saved[name])
     assert load_model(out).backbone.spectral_skip
