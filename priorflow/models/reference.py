@@ -43,6 +43,9 @@ from priorflow.errors import ConfigError
 _MONTH_OFFSETS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
 # Bound on the spectral skip's lag correlation: R_k's condition number stays under 400.
 _MAX_LAG_CORRELATION = 0.995
+# Diurnal harmonics of the spectral skip's climatological mean (climatology_features).
+_CLIMATOLOGY_HARMONICS = 4
+_CLIMATOLOGY_FEATURES = 29
 
 
 def date_features(dates: torch.Tensor, harmonics: int = 1) -> torch.Tensor:
@@ -71,6 +74,27 @@ def date_features(dates: torch.Tensor, harmonics: int = 1) -> torch.Tensor:
     k = torch.arange(1, harmonics + 1, device=dates.device, dtype=torch.float32)
     angles = 2 * math.pi * torch.stack([progress, daily], dim=-1)[..., None] * k  # (*, 2, h)
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)
+
+
+def climatology_features(dates: torch.Tensor) -> torch.Tensor:
+    r"""Regressors of a climatological mean state on ``(year, month, day, hour)`` dates.
+
+    With the year progress :math:`p` and hour :math:`h` of :func:`date_features`:
+    :math:`1`; :math:`\sin, \cos(2\pi j p)` for :math:`j = 1, 2` (the season);
+    :math:`\sin, \cos(2\pi k h / 24)` for :math:`k = 1..4` (the day: a feature that moves
+    with the sun has several diurnal harmonics at a point); and the products of the first
+    seasonal pair with the diurnal pairs (the day's cycle changing with the season).
+
+    Returns:
+        float32 tensor ``(*, 29)``.
+    """
+    # (*, cycle: season/day, sin/cos, harmonic)
+    f = date_features(dates, _CLIMATOLOGY_HARMONICS).unflatten(-1, (2, 2, -1))
+    season = f[..., 0, :, :2].flatten(-2)  # (*, 4)
+    day = f[..., 1, :, :].flatten(-2)  # (*, 8)
+    first = f[..., 0, :, 0]  # (*, 2)
+    both = (first[..., :, None] * day[..., None, :]).flatten(-2)  # (*, 16)
+    return torch.cat([torch.ones_like(season[..., :1]), season, day, both], dim=-1)
 
 
 def noise_features(c_noise: torch.Tensor, size: int = 16) -> torch.Tensor:
@@ -269,21 +293,35 @@ class ReferenceBackbone(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.spectral_skip = spectral_skip
-        if spectral_skip:  # power 1, mean 0, no lag correlation until fit_states: skip term 0
-            self.register_buffer("mean_state", torch.zeros(c, h, w))
+        if spectral_skip:  # mean 0, power 1, no lag correlation until fit_states: skip term 0
+            self.register_buffer("climatology", torch.zeros(_CLIMATOLOGY_FEATURES, c, h, w))
             self.register_buffer("log_power", torch.zeros(c, h, w // 2 + 1))
             self.register_buffer("lag_correlation", torch.zeros(c, h, w // 2 + 1))
 
+    def mean_state(self, dates: torch.Tensor) -> torch.Tensor:
+        r"""The skip's climatological mean :math:`m(t) = \sum_j \phi_j(t) M_j` at ``dates``
+        ``(*, 4)``: ``(*, C, H, W)`` (:func:`climatology_features`, maps ``M_j`` fitted by
+        :meth:`fit_states`)."""
+        features = climatology_features(dates.to(self.climatology.device))
+        return torch.einsum("...j,jchw->...chw", features, self.climatology)
+
     @torch.no_grad()
     def fit_states(
-        self, states: torch.Tensor, lag_pairs: torch.Tensor | None = None, chunk: int = 256
+        self,
+        states: torch.Tensor,
+        dates: torch.Tensor,
+        lag_pairs: torch.Tensor | None = None,
+        chunk: int = 256,
     ) -> None:
-        r"""Fit the skip's stationary prior per channel and spatial Fourier mode ``k``
-        (``rfft2``, orthonormal) from training states ``(N, C, H, W)``.
+        r"""Fit the skip's prior from training states ``(N, C, H, W)`` at ``dates`` ``(N, 4)``.
 
-        - mean state :math:`\mu = \overline{x}`;
-        - power :math:`P_k = \overline{|d_k|^2}`, with :math:`d = \hat x - \hat\mu`;
-        - lag correlation :math:`\rho_k = \sum_{(i,j)} \Re(\bar d_{i,k} d_{j,k}) \big/
+        - the climatological mean :math:`m(t) = \sum_j \phi_j(t) M_j`: least squares of the
+          states on :func:`climatology_features` at every grid point (normal equations in
+          float64, directions of the features' Gram matrix below ``1e-10`` of its largest
+          eigenvalue dropped, so a narrow range of dates still gives a finite fit);
+        - per channel and spatial Fourier mode ``k`` (``rfft2``, orthonormal) of the anomalies
+          :math:`d = \hat x - \hat m`: the power :math:`P_k = \overline{|d_k|^2}`;
+        - the lag correlation :math:`\rho_k = \sum_{(i,j)} \Re(\bar d_{i,k} d_{j,k}) \big/
           \sum_{(i,j)} \tfrac12 (|d_{i,k}|^2 + |d_{j,k}|^2)` over ``lag_pairs`` ``(M, 2)``,
           indices of states ``j`` one blanket step after ``i`` (so :math:`|\rho_k| \le 1`;
           clamped to :math:`\pm 0.995`, which keeps the prior's covariance well conditioned).
@@ -293,16 +331,23 @@ class ReferenceBackbone(nn.Module):
         """
         if not self.spectral_skip:
             return
-        device = self.mean_state.device
+        device = self.climatology.device
+        features = climatology_features(dates.to(device)).double()  # (N, J)
+        gram = features.T @ features
+        moments = torch.zeros(len(gram), states[0].numel(), dtype=torch.float64, device=device)
+        for i in range(0, len(states), chunk):
+            part = states[i : i + chunk].to(device, torch.float64).flatten(1)
+            moments += features[i : i + chunk].T @ part
+        values, vectors = torch.linalg.eigh(gram)
+        keep = values > 1e-10 * values.max()
+        inverse = vectors[:, keep] @ torch.diag(1 / values[keep]) @ vectors[:, keep].T
+        maps = (inverse @ moments).reshape(self.climatology.shape)
 
         def spectra(index: torch.Tensor | slice) -> torch.Tensor:
+            mean = torch.einsum("nj,jchw->nchw", features[index], maps)
             part = states[index].to(device, torch.float64) - mean
             return torch.fft.rfft2(part, norm="ortho")
 
-        mean = torch.zeros(self.mean_state.shape, dtype=torch.float64, device=device)
-        for i in range(0, len(states), chunk):
-            mean += states[i : i + chunk].to(device, torch.float64).sum(dim=0)
-        mean /= len(states)
         power = torch.zeros(self.log_power.shape, dtype=torch.float64, device=device)
         for i in range(0, len(states), chunk):
             power += spectra(slice(i, i + chunk)).abs().square().sum(dim=0)
@@ -318,35 +363,39 @@ class ReferenceBackbone(nn.Module):
             rho = (cross / both.clamp(min=1e-12)).clamp(
                 -_MAX_LAG_CORRELATION, _MAX_LAG_CORRELATION
             )
-        self.mean_state.copy_(mean.float())
+        self.climatology.copy_(maps.float())
         self.log_power.copy_(power.log().float())
         self.lag_correlation.copy_(rho.float())
 
-    def spectral_skip_term(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def spectral_skip_term(
+        self, x: torch.Tensor, sigma: torch.Tensor, dates: torch.Tensor
+    ) -> torch.Tensor:
         r"""The part of ``F`` that makes the denoiser the Wiener estimate of the blanket under
-        a stationary Gaussian prior that is AR(1) in time, per channel and spatial mode ``k``.
+        a Gaussian prior with the climatological mean :math:`m(t)` (:meth:`mean_state`) and
+        anomalies that are stationary and AR(1) in time, per channel and spatial mode ``k``.
 
-        Per mode, the ``K`` states of a blanket have mean :math:`\hat\mu_k` and covariance
-        :math:`\Sigma_k = P_k R_k`, :math:`(R_k)_{ij} = \rho_k^{|i - j|}`. With the noisy blanket
-        :math:`y`, :math:`u = c_{in} y`, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}` and the EDM
-        preconditioning :math:`D = c_{skip} y + c_{out} F`, the posterior mean
-        :math:`\hat\mu_k + \Sigma_k (\Sigma_k + \sigma^2 I)^{-1} (y_k - \hat\mu_k)` is reached
+        Per mode, the ``K`` states of a blanket have mean :math:`\hat m_k` (a ``K``-vector) and
+        covariance :math:`\Sigma_k = P_k R_k`, :math:`(R_k)_{ij} = \rho_k^{|i - j|}`. With the
+        noisy blanket :math:`y`, :math:`u = c_{in} y`, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}`
+        and the EDM preconditioning :math:`D = c_{skip} y + c_{out} F`, the posterior mean
+        :math:`\hat m_k + \Sigma_k (\Sigma_k + \sigma^2 I)^{-1} (y_k - \hat m_k)` is reached
         with
 
         .. math::
             F_k = \sigma (\Sigma_k + \sigma^2 I)^{-1}
-                  \left(\sqrt{\sigma^2 + 1}\,\hat\mu_k \mathbf 1 + (\Sigma_k - I)\,u_k\right),
+                  \left(\sqrt{\sigma^2 + 1}\,\hat m_k + (\Sigma_k - I)\,u_k\right),
 
         evaluated in the eigenbasis :math:`R_k = V \operatorname{diag}(\ell) V^\top`, where
         with :math:`\lambda = P_k \ell` each component is
-        :math:`\sigma/(\lambda + \sigma^2)\,(\sqrt{\sigma^2 + 1}\,\tilde\mu + (\lambda - 1)\tilde u)`:
-        0 for :math:`P_k = 1, \rho_k = 0, \mu = 0`, finite at every :math:`\sigma` (it tends
-        to :math:`\hat\mu_k` as :math:`\sigma \to \infty`, to 0 as :math:`\sigma \to 0`).
+        :math:`\sigma/(\lambda + \sigma^2)\,(\sqrt{\sigma^2 + 1}\,\tilde m + (\lambda - 1)\tilde u)`:
+        0 for :math:`P_k = 1, \rho_k = 0, m = 0`, finite at every :math:`\sigma` (it tends
+        to :math:`\hat m_k` as :math:`\sigma \to \infty`, to 0 as :math:`\sigma \to 0`).
         With :math:`\rho_k = 0` it is each state's own Wiener estimate.
 
         Arguments:
             x: ``(n, K, C, H, W)``, the preconditioned input :math:`c_{in} y`.
             sigma: ``(n,)``.
+            dates: ``(n, K, 4)``.
         """
         k, (h, w) = x.shape[1], x.shape[-2:]
         rho = self.lag_correlation.double()
@@ -356,13 +405,16 @@ class ReferenceBackbone(nn.Module):
         ell, basis = torch.linalg.eigh(rho[..., None, None] ** lags)
         lam = self.log_power.double().exp()[..., None] * ell  # (C, H, Wf, K)
         s = sigma.double().reshape(-1, 1, 1, 1, 1)
-        spectrum = torch.fft.rfft2(x.float(), norm="ortho").to(torch.complex128)
-        spectrum = spectrum.permute(0, 2, 3, 4, 1)  # (n, C, H, Wf, K)
-        mean = torch.fft.rfft2(self.mean_state.double(), norm="ortho")
         basis = basis.to(torch.complex128)
-        u = torch.einsum("chwkj,nchwk->nchwj", basis, spectrum)  # V^T u
-        mu = mean[..., None] * basis.sum(dim=-2)  # V^T (mu 1)
-        term = s / (lam + s**2) * (torch.sqrt(s**2 + 1) * mu + (lam - 1) * u)
+
+        def eigen(
+            states: torch.Tensor,
+        ) -> torch.Tensor:  # (n, K, C, H, W) -> V^T, (n, C, H, Wf, K)
+            spectrum = torch.fft.rfft2(states.double(), norm="ortho").permute(0, 2, 3, 4, 1)
+            return torch.einsum("chwkj,nchwk->nchwj", basis, spectrum)
+
+        u, mean = eigen(x.float()), eigen(self.mean_state(dates))
+        term = s / (lam + s**2) * (torch.sqrt(s**2 + 1) * mean + (lam - 1) * u)
         term = torch.einsum("chwkj,nchwj->nkchw", basis, term)  # back: V term
         return torch.fft.irfft2(term.to(torch.complex64), s=(h, w), norm="ortho")
 
@@ -407,7 +459,8 @@ class ReferenceBackbone(nn.Module):
             h = self._stage(stage, torch.cat([h, skips.pop()], dim=1), emb, k)
         out = self.conv_out(F.silu(self.norm_out(h))).reshape(n, k, *self.state_shape)
         if self.spectral_skip:
-            out = out + self.spectral_skip_term(x, torch.exp(c_noise / 10)).to(out.dtype)
+            skip = self.spectral_skip_term(x, torch.exp(c_noise / 10), dates.to(x.device))
+            out = out + skip.to(out.dtype)
         return out
 
     def _double(self, h: torch.Tensor) -> torch.Tensor:

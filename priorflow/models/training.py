@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from priorflow.atomic import write_file
+from priorflow.core.dates import times_to_fields
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.core.precision import PRECISIONS
 from priorflow.core.schedules import make_schedule, schedule_class
@@ -252,8 +253,8 @@ class _Training:
 
     def _fit_backbone_to_training_states(self, blanket_size: int) -> None:
         """A backbone with ``fit_states`` (e.g. the reference one's spectral skip) sees the
-        states of the training blankets (never a validation day's) before its first step, with
-        the pairs of them one blanket step apart; a resumed run loads what the first one fitted
+        states of the training blankets (never a validation day's) and their dates before its
+        first step, with the pairs of them one blanket step apart; a resumed run loads what the first one fitted
         with the rest of its state, so it does not fit again."""
         fit = getattr(self.backbone, "fit_states", None)
         if not callable(fit) or self.state_file.exists():
@@ -265,7 +266,8 @@ class _Training:
         after = torch.searchsorted(index, index + stride).clamp(max=len(index) - 1)
         follows = index[after] == index + stride
         pairs = torch.stack([torch.nonzero(follows)[:, 0], after[follows]], dim=1)
-        fit(torch.from_numpy(np.asarray(self.data.states)[index.numpy()]), pairs)
+        dates = times_to_fields(np.asarray(self.data.times)[index.numpy()])
+        fit(torch.from_numpy(np.asarray(self.data.states)[index.numpy()]), dates, pairs)
 
     @property
     def state_file(self) -> Path:

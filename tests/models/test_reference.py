@@ -9,7 +9,11 @@ import torch
 from priorflow.core.dates import hour_of_day, times_to_fields, timestamps, year_progress
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
-from priorflow.models.reference import ReferenceBackbone, date_features
+from priorflow.models.reference import (
+    ReferenceBackbone,
+    climatology_features,
+    date_features,
+)
 
 SHAPE = (2, 8, 16)
 KWARGS = {"channels": [8, 16, 16], "embedding": 16}
@@ -194,7 +198,8 @@ def test_autocast(precision, device, spectral_skip):
     if spectral_skip:
         generator = torch.Generator().manual_seed(2)
         states = 0.3 + ar1_states(64, 0.9, 1.0, generator).cumsum(-1) / 4
-        backbone.fit_states(states, torch.stack([torch.arange(63), torch.arange(1, 64)], 1))
+        pairs = torch.stack([torch.arange(63), torch.arange(1, 64)], 1)
+        backbone.fit_states(states, hourly(64), pairs)
     backbone = backbone.to(device)
     x, _, dates = inputs()
     x, dates = x.to(device), dates.to(device)
@@ -245,54 +250,81 @@ def ar1_states(n: int, rho: float, scale: float, generator: torch.Generator) -> 
     return scale * states
 
 
-def test_fit_states_measures_the_mean_state_the_power_and_the_lag_correlation_per_mode():
+def hourly(n: int, dt_hours: int = 1, start: str = "2000-01-01T00") -> torch.Tensor:
+    """``(year, month, day, hour)`` of ``n`` states ``dt_hours`` apart."""
+    return timestamps(np.datetime64(start).astype("datetime64[s]").item(), n, dt_hours)
+
+
+def test_climatology_features():
+    dates = hourly(48, 6)
+    features = climatology_features(dates)
+    assert features.shape == (48, 29)
+    assert torch.equal(features[:, 0], torch.ones(48))
+    year = date_features(dates, 4)
+    torch.testing.assert_close(features[:, 1:3], year[:, 0:2])  # seasonal sines 1, 2
+    torch.testing.assert_close(features[:, 5:9], year[:, 8:12])  # diurnal sines 1..4
+    torch.testing.assert_close(features[:, 13], year[:, 0] * year[:, 8])  # sin(p) sin(h)
+
+
+def test_fit_states_measures_the_climatology_the_power_and_the_lag_correlation_per_mode():
+    """States every 3 h over 500 days: a mean with a season and a day (the 4th diurnal sine
+    is 0 at every 3rd hour, a direction the fit drops), AR(1) anomalies with 0.8."""
     generator = torch.Generator().manual_seed(0)
-    mean = torch.randn(SHAPE, generator=generator)
-    states = mean + ar1_states(4000, 0.8, 0.5, generator)
+    n = 4000
+    dates = hourly(n, 3)
+    maps = torch.randn(29, *SHAPE, generator=generator) * (torch.rand(29, 1, 1, 1) < 0.3)
+    maps[[8, 12]] = 0  # sin(4 h) and cos(4 h) alike: no unique fit at 3-hourly states
+    mean = torch.einsum("nj,jchw->nchw", climatology_features(dates), maps)
+    states = mean + ar1_states(n, 0.8, 0.2, generator)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True)
     # pairs one step apart, with a gap (state 2000 does not follow 1999)
-    first = torch.cat([torch.arange(0, 1999), torch.arange(2000, 3999)])
-    backbone.fit_states(states, torch.stack([first, first + 1], dim=1))
-    # the mean of 4000 states that are AR(1) with 0.8: about 440 independent ones, std 0.024
-    torch.testing.assert_close(backbone.mean_state, mean, atol=0.12, rtol=0)
-    power = backbone.log_power.exp()  # white in space, variance 0.25: 0.25 in every mode
+    first = torch.cat([torch.arange(0, 1999), torch.arange(2000, n - 1)])
+    backbone.fit_states(states, dates, torch.stack([first, first + 1], dim=1))
+    assert torch.isfinite(backbone.climatology).all()
+    # 27 coefficients from about 440 independent anomalies of std 0.2 per grid point
+    torch.testing.assert_close(backbone.mean_state(dates), mean, atol=0.15, rtol=0)
+    later = hourly(8, 5, "2001-07-01T01")  # dates it did not see, hours it did not see
+    expected = torch.einsum("nj,jchw->nchw", climatology_features(later), maps)
+    torch.testing.assert_close(backbone.mean_state(later), expected, atol=0.3, rtol=0)
+    power = backbone.log_power.exp()  # white in space, variance 0.04: 0.04 in every mode
     assert power.shape == (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
-    torch.testing.assert_close(power, torch.full_like(power, 0.25), atol=0.04, rtol=0)
+    torch.testing.assert_close(power, torch.full_like(power, 0.04), atol=0.01, rtol=0)
     rho = backbone.lag_correlation
     torch.testing.assert_close(rho, torch.full_like(rho, 0.8), atol=0.06, rtol=0)
     # without pairs every state stands alone
-    backbone.fit_states(states)
+    backbone.fit_states(states, dates)
     assert torch.equal(backbone.lag_correlation, torch.zeros_like(rho))
 
 
 def test_fit_states_bounds_the_lag_correlation():
     states = torch.randn(1, *SHAPE).expand(50, *SHAPE) + 1e-3 * torch.randn(50, *SHAPE)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True)
-    backbone.fit_states(states, torch.stack([torch.arange(49), torch.arange(1, 50)], dim=1))
+    pairs = torch.stack([torch.arange(49), torch.arange(1, 50)], dim=1)
+    backbone.fit_states(states, hourly(50), pairs)
     assert backbone.lag_correlation.abs().max() <= 0.995
 
 
-def blanket_posterior_mean(backbone: ReferenceBackbone, y: torch.Tensor, sigma: float):
-    """``mu + Sigma (Sigma + sigma^2 I)^-1 (y - mu)`` per channel and spatial mode, with the
+def blanket_posterior_mean(backbone: ReferenceBackbone, y, sigma: float, dates):
+    """``m + Sigma (Sigma + sigma^2 I)^-1 (y - m)`` per channel and spatial mode, with the
     dense ``K x K`` covariance ``Sigma_ij = P rho^|i-j|`` (float64)."""
     k = y.shape[1]
-    mu = backbone.mean_state.double()
+    m = backbone.mean_state(dates).double()
     power, rho = backbone.log_power.double().exp(), backbone.lag_correlation.double()
     lags = (torch.arange(k)[:, None] - torch.arange(k)[None, :]).abs().double()
     cov = power[..., None, None] * rho[..., None, None] ** lags  # (C, H, Wf, K, K)
     gain = cov @ torch.linalg.inv(cov + sigma**2 * torch.eye(k, dtype=torch.float64))
-    spectrum = torch.fft.rfft2(y.double() - mu, norm="ortho").permute(0, 2, 3, 4, 1)
+    spectrum = torch.fft.rfft2(y.double() - m, norm="ortho").permute(0, 2, 3, 4, 1)
     filtered = torch.einsum("chwij,nchwj->nichw", gain.to(spectrum.dtype), spectrum)
-    return mu + torch.fft.irfft2(filtered, s=SHAPE[1:], norm="ortho")
+    return m + torch.fft.irfft2(filtered, s=SHAPE[1:], norm="ortho")
 
 
 @pytest.mark.parametrize("sigma", [1e-3, 0.3, 3.0, 1e3])
 @pytest.mark.parametrize("temporal", [False, True])
 def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma, temporal):
     """With the network's output still zero (fresh ``conv_out``), the denoiser is the posterior
-    mean of the blanket under the fitted prior: per channel and spatial Fourier mode, mean
-    ``mu``, power ``P`` and (``temporal``) lag correlation ``rho`` between states; without it,
-    each state's own ``mu + P (y - mu) / (P + sigma^2)``."""
+    mean of the blanket under the fitted prior: per channel and spatial Fourier mode, the
+    climatological mean ``m(t)``, power ``P`` and (``temporal``) lag correlation ``rho``
+    between states; without it, each state's own ``m + P (y - m) / (P + sigma^2)``."""
     torch.manual_seed(0)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True).eval()
     generator = torch.Generator().manual_seed(1)
@@ -302,13 +334,14 @@ def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma, tem
         s=SHAPE[1:],
         norm="ortho",
     )
-    states = states + 0.7
+    dates = hourly(500)
+    states = states + 0.7 + 0.5 * climatology_features(dates)[:, 5, None, None, None]
     pairs = torch.stack([torch.arange(499), torch.arange(1, 500)], dim=1) if temporal else None
-    backbone.fit_states(states, pairs)
+    backbone.fit_states(states, dates, pairs)
     assert (backbone.lag_correlation.mean() > 0.8) == temporal
     x, _, dates = inputs()
     y = 0.7 + x * 0.4 + sigma * torch.randn(x.shape, generator=generator)
     denoised = PreconditionedDenoiser(backbone)(y, torch.full((len(y),), sigma), dates)
-    expected = blanket_posterior_mean(backbone, y, sigma)
+    expected = blanket_posterior_mean(backbone, y, sigma, dates)
     scale = max(1.0, sigma)
     torch.testing.assert_close(denoised.double(), expected, atol=2e-5 * scale, rtol=1e-4)

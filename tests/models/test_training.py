@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from priorflow.core.dates import times_to_fields
 from priorflow.core.denoiser import PreconditionedDenoiser
 from priorflow.errors import ConfigError
 from priorflow.models.card import read_card
@@ -230,24 +231,26 @@ def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path, 
     saved = weights(out / "model_last.pt")
     split = blanket_split(data.times, 1, 4, 1, settings.val_every_days)
     index = torch.unique((split.train[:, None] + torch.arange(4)).reshape(-1)).numpy()
-    expected = torch.from_numpy(data.states[index].astype(np.float64).mean(axis=0)).float()
-    torch.testing.assert_close(saved["mean_state"], expected, atol=1e-5, rtol=0)
-    assert not torch.equal(saved["mean_state"], torch.from_numpy(data.states.mean(axis=0)))
     assert saved["log_power"].abs().max() > 0.1  # measured, not the unfitted zeros
-    # the lag correlation comes from pairs of training states one hour apart
+    # fitted on the training states, their dates and the pairs of them one hour apart
     position = {int(t): i for i, t in enumerate(index)}
     pairs = [[i, position[int(t) + 1]] for i, t in enumerate(index) if int(t) + 1 in position]
     assert len(pairs) < len(index) - 1  # the held-out days leave gaps
     reference = ReferenceBackbone(SHAPE, channels=[8, 16], embedding=16, spectral_skip=True)
-    reference.fit_states(torch.from_numpy(data.states[index]), torch.tensor(pairs))
-    torch.testing.assert_close(saved["lag_correlation"], reference.lag_correlation)
-    assert saved["lag_correlation"].min() > 0.7  # AR(1) with 0.9 an hour, the mean smoother
+    dates = times_to_fields(data.times[index])
+    reference.fit_states(torch.from_numpy(data.states[index]), dates, torch.tensor(pairs))
+    for name in ("climatology", "log_power", "lag_correlation"):
+        torch.testing.assert_close(saved[name], getattr(reference, name))
+    everything = ReferenceBackbone(SHAPE, channels=[8, 16], embedding=16, spectral_skip=True)
+    everything.fit_states(torch.from_numpy(data.states), times_to_fields(data.times))
+    assert not torch.allclose(saved["climatology"], everything.climatology)
+    assert saved["lag_correlation"].min() > 0.7  # AR(1) with 0.9 an hour
     # a resumed run loads what the first one fitted and does not fit again
     fits = []
     monkeypatch.setattr(ReferenceBackbone, "fit_states", lambda *args: fits.append(args))
     train(data, out, replace(settings, steps=12))
     assert fits == []
     resumed = weights(out / "model_last.pt")
-    for name in ("mean_state", "log_power", "lag_correlation"):
+    for name in ("climatology", "log_power", "lag_correlation"):
         torch.testing.assert_close(resumed[name], saved[name])
     assert load_model(out).backbone.spectral_skip
