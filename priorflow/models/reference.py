@@ -293,10 +293,13 @@ class ReferenceBackbone(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.spectral_skip = spectral_skip
-        if spectral_skip:  # mean 0, power 1, no lag correlation until fit_states: skip term 0
+        if spectral_skip:  # mean 0, covariance I, no lag correlation until fit_states: term 0
+            eye = torch.eye(c)[None, None].expand(h, w // 2 + 1, c, c)
             self.register_buffer("climatology", torch.zeros(_CLIMATOLOGY_FEATURES, c, h, w))
-            self.register_buffer("log_power", torch.zeros(c, h, w // 2 + 1))
-            self.register_buffer("lag_correlation", torch.zeros(c, h, w // 2 + 1))
+            self.register_buffer(
+                "channel_covariance", torch.stack([eye, torch.zeros_like(eye)], dim=-1).clone()
+            )
+            self.register_buffer("lag_correlation", torch.zeros(h, w // 2 + 1))
 
     def mean_state(self, dates: torch.Tensor) -> torch.Tensor:
         r"""The skip's climatological mean :math:`m(t) = \sum_j \phi_j(t) M_j` at ``dates``
@@ -319,9 +322,10 @@ class ReferenceBackbone(nn.Module):
           states on :func:`climatology_features` at every grid point (normal equations in
           float64, directions of the features' Gram matrix below ``1e-10`` of its largest
           eigenvalue dropped, so a narrow range of dates still gives a finite fit);
-        - per channel and spatial Fourier mode ``k`` (``rfft2``, orthonormal) of the anomalies
-          :math:`d = \hat x - \hat m`: the power :math:`P_k = \overline{|d_k|^2}`;
-        - the lag correlation :math:`\rho_k = \sum_{(i,j)} \Re(\bar d_{i,k} d_{j,k}) \big/
+        - per spatial Fourier mode ``k`` (``rfft2``, orthonormal) of the anomalies
+          :math:`d = \hat x - \hat m` (a ``C``-vector): the channel covariance
+          :math:`S_k = \overline{d_k d_k^H}` (Hermitian);
+        - the lag correlation :math:`\rho_k = \sum_{(i,j)} \Re(d_{i,k}^H d_{j,k}) \big/
           \sum_{(i,j)} \tfrac12 (|d_{i,k}|^2 + |d_{j,k}|^2)` over ``lag_pairs`` ``(M, 2)``,
           indices of states ``j`` one blanket step after ``i`` (so :math:`|\rho_k| \le 1`;
           clamped to :math:`\pm 0.995`, which keeps the prior's covariance well conditioned).
@@ -348,23 +352,30 @@ class ReferenceBackbone(nn.Module):
             part = states[index].to(device, torch.float64) - mean
             return torch.fft.rfft2(part, norm="ortho")
 
-        power = torch.zeros(self.log_power.shape, dtype=torch.float64, device=device)
+        channels = len(maps[0])
+        covariance = torch.zeros(
+            (*self.lag_correlation.shape, channels, channels),
+            dtype=torch.complex128,
+            device=device,
+        )
         for i in range(0, len(states), chunk):
-            power += spectra(slice(i, i + chunk)).abs().square().sum(dim=0)
-        power = (power / len(states)).clamp(min=1e-6)
-        rho = torch.zeros_like(power)
+            d = spectra(slice(i, i + chunk))
+            covariance += torch.einsum("nahw,nbhw->hwab", d, d.conj())
+        covariance /= len(states)
+        covariance += 1e-6 * torch.eye(channels, dtype=covariance.dtype, device=device)
+        rho = torch.zeros(self.lag_correlation.shape, dtype=torch.float64, device=device)
         if lag_pairs is not None and len(lag_pairs):
-            cross, both = torch.zeros_like(power), torch.zeros_like(power)
+            cross, both = torch.zeros_like(rho), torch.zeros_like(rho)
             for i in range(0, len(lag_pairs), chunk):
                 pairs = lag_pairs[i : i + chunk]
                 first, second = spectra(pairs[:, 0]), spectra(pairs[:, 1])
-                cross += (first.conj() * second).real.sum(dim=0)
-                both += (first.abs().square() + second.abs().square()).sum(dim=0) / 2
+                cross += (first.conj() * second).real.sum(dim=(0, 1))
+                both += (first.abs().square() + second.abs().square()).sum(dim=(0, 1)) / 2
             rho = (cross / both.clamp(min=1e-12)).clamp(
                 -_MAX_LAG_CORRELATION, _MAX_LAG_CORRELATION
             )
         self.climatology.copy_(maps.float())
-        self.log_power.copy_(power.log().float())
+        self.channel_covariance.copy_(torch.view_as_real(covariance).float())
         self.lag_correlation.copy_(rho.float())
 
     def spectral_skip_term(
@@ -372,12 +383,13 @@ class ReferenceBackbone(nn.Module):
     ) -> torch.Tensor:
         r"""The part of ``F`` that makes the denoiser the Wiener estimate of the blanket under
         a Gaussian prior with the climatological mean :math:`m(t)` (:meth:`mean_state`) and
-        anomalies that are stationary and AR(1) in time, per channel and spatial mode ``k``.
+        stationary anomalies, per spatial Fourier mode ``k``, with channel covariance
+        :math:`S_k` and AR(1) in time.
 
-        Per mode, the ``K`` states of a blanket have mean :math:`\hat m_k` (a ``K``-vector) and
-        covariance :math:`\Sigma_k = P_k R_k`, :math:`(R_k)_{ij} = \rho_k^{|i - j|}`. With the
-        noisy blanket :math:`y`, :math:`u = c_{in} y`, :math:`c_{in} = 1/\sqrt{\sigma^2 + 1}`
-        and the EDM preconditioning :math:`D = c_{skip} y + c_{out} F`, the posterior mean
+        Per mode, the ``K x C`` coefficients of a blanket have mean :math:`\hat m_k` and
+        covariance :math:`\Sigma_k = R_k \otimes S_k`, :math:`(R_k)_{ij} = \rho_k^{|i - j|}`.
+        With the noisy blanket :math:`y`, :math:`u = c_{in} y`, :math:`c_{in} = 1/\sqrt{\sigma^2
+        + 1}` and the EDM preconditioning :math:`D = c_{skip} y + c_{out} F`, the posterior mean
         :math:`\hat m_k + \Sigma_k (\Sigma_k + \sigma^2 I)^{-1} (y_k - \hat m_k)` is reached
         with
 
@@ -385,12 +397,12 @@ class ReferenceBackbone(nn.Module):
             F_k = \sigma (\Sigma_k + \sigma^2 I)^{-1}
                   \left(\sqrt{\sigma^2 + 1}\,\hat m_k + (\Sigma_k - I)\,u_k\right),
 
-        evaluated in the eigenbasis :math:`R_k = V \operatorname{diag}(\ell) V^\top`, where
-        with :math:`\lambda = P_k \ell` each component is
+        evaluated in the eigenbasis :math:`V \otimes U` of :math:`R_k = V \operatorname{diag}
+        (\ell) V^\top` and :math:`S_k = U \operatorname{diag}(s) U^H`, where with
+        :math:`\lambda = \ell_b s_a` each component is
         :math:`\sigma/(\lambda + \sigma^2)\,(\sqrt{\sigma^2 + 1}\,\tilde m + (\lambda - 1)\tilde u)`:
-        0 for :math:`P_k = 1, \rho_k = 0, m = 0`, finite at every :math:`\sigma` (it tends
+        0 for :math:`S_k = I, \rho_k = 0, m = 0`, finite at every :math:`\sigma` (it tends
         to :math:`\hat m_k` as :math:`\sigma \to \infty`, to 0 as :math:`\sigma \to 0`).
-        With :math:`\rho_k = 0` it is each state's own Wiener estimate.
 
         Arguments:
             x: ``(n, K, C, H, W)``, the preconditioned input :math:`c_{in} y`.
@@ -401,21 +413,24 @@ class ReferenceBackbone(nn.Module):
         rho = self.lag_correlation.double()
         lags = torch.arange(k, device=x.device)
         lags = (lags[:, None] - lags[None, :]).abs().double()
-        # R_k per mode (C, H, Wf, K, K); eigh in float64 (K is small)
-        ell, basis = torch.linalg.eigh(rho[..., None, None] ** lags)
-        lam = self.log_power.double().exp()[..., None] * ell  # (C, H, Wf, K)
+        # R_k (H, Wf, K, K) and S_k (H, Wf, C, C) per spatial mode; eigh in float64
+        ell, time_basis = torch.linalg.eigh(rho[..., None, None] ** lags)
+        covariance = torch.view_as_complex(self.channel_covariance.double().contiguous())
+        spread, channel_basis = torch.linalg.eigh(covariance)
+        lam = spread.clamp(min=1e-6)[..., :, None] * ell[..., None, :]  # (H, Wf, C, K)
         s = sigma.double().reshape(-1, 1, 1, 1, 1)
-        basis = basis.to(torch.complex128)
+        time_basis = time_basis.to(torch.complex128)
 
-        def eigen(
-            states: torch.Tensor,
-        ) -> torch.Tensor:  # (n, K, C, H, W) -> V^T, (n, C, H, Wf, K)
-            spectrum = torch.fft.rfft2(states.double(), norm="ortho").permute(0, 2, 3, 4, 1)
-            return torch.einsum("chwkj,nchwk->nchwj", basis, spectrum)
+        def eigen(states: torch.Tensor) -> torch.Tensor:
+            """(n, K, C, H, W) -> coordinates (n, H, Wf, C, K) in the eigenbasis."""
+            spectrum = torch.fft.rfft2(states.double(), norm="ortho")
+            return torch.einsum(
+                "hwca,hwkb,nkchw->nhwab", channel_basis.conj(), time_basis, spectrum
+            )
 
         u, mean = eigen(x.float()), eigen(self.mean_state(dates))
         term = s / (lam + s**2) * (torch.sqrt(s**2 + 1) * mean + (lam - 1) * u)
-        term = torch.einsum("chwkj,nchwj->nkchw", basis, term)  # back: V term
+        term = torch.einsum("hwca,hwkb,nhwab->nkchw", channel_basis, time_basis, term)
         return torch.fft.irfft2(term.to(torch.complex64), s=(h, w), norm="ortho")
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:

@@ -286,9 +286,11 @@ def test_fit_states_measures_the_climatology_the_power_and_the_lag_correlation_p
     later = hourly(8, 5, "2001-07-01T01")  # dates it did not see, hours it did not see
     expected = torch.einsum("nj,jchw->nchw", climatology_features(later), maps)
     torch.testing.assert_close(backbone.mean_state(later), expected, atol=0.3, rtol=0)
-    power = backbone.log_power.exp()  # white in space, variance 0.04: 0.04 in every mode
-    assert power.shape == (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
-    torch.testing.assert_close(power, torch.full_like(power, 0.04), atol=0.01, rtol=0)
+    # white in space, variance 0.04, channels independent: 0.04 I in every mode
+    covariance = torch.view_as_complex(backbone.channel_covariance)
+    assert covariance.shape == (SHAPE[1], SHAPE[2] // 2 + 1, SHAPE[0], SHAPE[0])
+    expected = torch.full_like(covariance, 0.04) * torch.eye(SHAPE[0])
+    torch.testing.assert_close(covariance, expected, atol=0.01, rtol=0)
     rho = backbone.lag_correlation
     torch.testing.assert_close(rho, torch.full_like(rho, 0.8), atol=0.06, rtol=0)
     # without pairs every state stands alone
@@ -305,26 +307,30 @@ def test_fit_states_bounds_the_lag_correlation():
 
 
 def blanket_posterior_mean(backbone: ReferenceBackbone, y, sigma: float, dates):
-    """``m + Sigma (Sigma + sigma^2 I)^-1 (y - m)`` per channel and spatial mode, with the
-    dense ``K x K`` covariance ``Sigma_ij = P rho^|i-j|`` (float64)."""
-    k = y.shape[1]
+    """``m + Sigma (Sigma + sigma^2 I)^-1 (y - m)`` per spatial mode, with the dense
+    ``KC x KC`` covariance ``Sigma_(i,a),(j,b) = rho^|i-j| S_ab`` (complex128)."""
+    n, k, c = y.shape[:3]
     m = backbone.mean_state(dates).double()
-    power, rho = backbone.log_power.double().exp(), backbone.lag_correlation.double()
+    rho = backbone.lag_correlation.double()
+    channels = torch.view_as_complex(backbone.channel_covariance.double().contiguous())
     lags = (torch.arange(k)[:, None] - torch.arange(k)[None, :]).abs().double()
-    cov = power[..., None, None] * rho[..., None, None] ** lags  # (C, H, Wf, K, K)
-    gain = cov @ torch.linalg.inv(cov + sigma**2 * torch.eye(k, dtype=torch.float64))
-    spectrum = torch.fft.rfft2(y.double() - m, norm="ortho").permute(0, 2, 3, 4, 1)
-    filtered = torch.einsum("chwij,nchwj->nichw", gain.to(spectrum.dtype), spectrum)
-    return m + torch.fft.irfft2(filtered, s=SHAPE[1:], norm="ortho")
+    time = (rho[..., None, None] ** lags).to(channels.dtype)  # (H, Wf, K, K)
+    cov = torch.einsum("hwij,hwab->hwiajb", time, channels).reshape(*rho.shape, k * c, k * c)
+    eye = torch.eye(k * c, dtype=cov.dtype)
+    gain = cov @ torch.linalg.inv(cov + sigma**2 * eye)
+    spectrum = torch.fft.rfft2(y.double() - m, norm="ortho")  # (n, K, C, H, Wf)
+    flat = spectrum.permute(0, 3, 4, 1, 2).reshape(n, *rho.shape, k * c)
+    filtered = torch.einsum("hwij,nhwj->nhwi", gain, flat).reshape(n, *rho.shape, k, c)
+    return m + torch.fft.irfft2(filtered.permute(0, 3, 4, 1, 2), s=SHAPE[1:], norm="ortho")
 
 
 @pytest.mark.parametrize("sigma", [1e-3, 0.3, 3.0, 1e3])
 @pytest.mark.parametrize("temporal", [False, True])
 def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma, temporal):
     """With the network's output still zero (fresh ``conv_out``), the denoiser is the posterior
-    mean of the blanket under the fitted prior: per channel and spatial Fourier mode, the
-    climatological mean ``m(t)``, power ``P`` and (``temporal``) lag correlation ``rho``
-    between states; without it, each state's own ``m + P (y - m) / (P + sigma^2)``."""
+    mean of the blanket under the fitted prior: the climatological mean ``m(t)`` and, per
+    spatial Fourier mode, the channels' covariance and (``temporal``) the lag correlation
+    between states (without it each state is estimated alone)."""
     torch.manual_seed(0)
     backbone = ReferenceBackbone(SHAPE, **KWARGS, spectral_skip=True).eval()
     generator = torch.Generator().manual_seed(1)
@@ -334,6 +340,7 @@ def test_the_spectral_skip_makes_a_fresh_denoiser_the_wiener_estimate(sigma, tem
         s=SHAPE[1:],
         norm="ortho",
     )
+    states[:, 1] = 0.6 * states[:, 0] + 0.8 * states[:, 1]  # correlated channels
     dates = hourly(500)
     states = states + 0.7 + 0.5 * climatology_features(dates)[:, 5, None, None, None]
     pairs = torch.stack([torch.arange(499), torch.arange(1, 500)], dim=1) if temporal else None

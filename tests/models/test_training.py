@@ -231,7 +231,7 @@ def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path, 
     saved = weights(out / "model_last.pt")
     split = blanket_split(data.times, 1, 4, 1, settings.val_every_days)
     index = torch.unique((split.train[:, None] + torch.arange(4)).reshape(-1)).numpy()
-    assert saved["log_power"].abs().max() > 0.1  # measured, not the unfitted zeros
+    assert (saved["channel_covariance"][..., 0, 0, 0] - 1).abs().max() > 0.1  # measured
     # fitted on the training states, their dates and the pairs of them one hour apart
     position = {int(t): i for i, t in enumerate(index)}
     pairs = [[i, position[int(t) + 1]] for i, t in enumerate(index) if int(t) + 1 in position]
@@ -239,7 +239,7 @@ def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path, 
     reference = ReferenceBackbone(SHAPE, channels=[8, 16], embedding=16, spectral_skip=True)
     dates = times_to_fields(data.times[index])
     reference.fit_states(torch.from_numpy(data.states[index]), dates, torch.tensor(pairs))
-    for name in ("climatology", "log_power", "lag_correlation"):
+    for name in ("climatology", "channel_covariance", "lag_correlation"):
         torch.testing.assert_close(saved[name], getattr(reference, name))
     everything = ReferenceBackbone(SHAPE, channels=[8, 16], embedding=16, spectral_skip=True)
     everything.fit_states(torch.from_numpy(data.states), times_to_fields(data.times))
@@ -251,6 +251,6 @@ def test_the_spectral_skip_is_fitted_on_the_training_days_and_resumes(tmp_path, 
     train(data, out, replace(settings, steps=12))
     assert fits == []
     resumed = weights(out / "model_last.pt")
-    for name in ("climatology", "log_power", "lag_correlation"):
+    for name in ("climatology", "channel_covariance", "lag_correlation"):
         torch.testing.assert_close(resumed[name], saved[name])
     assert load_model(out).backbone.spectral_skip
