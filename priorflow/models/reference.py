@@ -22,10 +22,10 @@ two CPU cores in minutes; on a GPU scale ``channels`` (e.g. ``(64, 128, 256)``),
 periodic domain but costs about twice the time on a CPU (the padding copies every activation).
 
 With ``spectral_skip=True`` the output also carries the Wiener estimate of the blanket under a
-stationary Gaussian prior, per channel and spatial Fourier mode, that is AR(1) from one state to
-the next (:meth:`ReferenceBackbone.spectral_skip_term`; the training states' mean, power and lag
-correlation per mode), so that the network learns only what that estimate misses: the date's
-mean, the coupling of channels and modes, whatever is not Gaussian.
+Gaussian prior fitted on the training states (:meth:`ReferenceBackbone.spectral_skip_term`): a
+climatological mean (a regression on the date's season and hour), and anomalies that are
+stationary, with per spatial Fourier mode a covariance between channels and an AR(1)
+correlation from one state to the next. The network then learns only what that estimate misses.
 """
 
 from __future__ import annotations
@@ -189,12 +189,12 @@ class ReferenceBackbone(nn.Module):
             (0: none). It lets a feature move with the date (a warm spot under the sun) without
             the convolutions having to learn where it is.
         spectral_skip: add to the output the Wiener estimate of the blanket from its noisy
-            version, :meth:`spectral_skip_term`, under the archive's mean state, power and
-            lag correlation per spatial Fourier mode (:meth:`fit_states`, called by training):
-            the network then learns only what that estimate misses (dates, channels), instead
-            of a gain that must differ a hundredfold between the strong large and the weak small
-            scales and an average over the blanket's states, which plain training learns slowly
-            (models/reference/README.md).
+            version, :meth:`spectral_skip_term`, under a Gaussian prior fitted on the training
+            states (:meth:`fit_states`, called by training): climatological mean, and per
+            spatial Fourier mode the channels' covariance and the lag correlation. The network
+            then learns only what that estimate misses, instead of a gain that must differ a
+            hundredfold between the strong large and the weak small scales and an average over
+            the blanket's states, which plain training learns slowly (models/reference/README.md).
 
     Raises:
         ConfigError: for a ``state_shape`` (or setting) it cannot handle.
