@@ -50,8 +50,9 @@ def train(
     ),
     spectral_skip: bool = typer.Option(
         False,
-        help="Add the per-mode Wiener estimate from the archive's spectrum to the backbone's"
-        " output (the network learns the rest).",
+        help="Add to the backbone's output the blanket's Wiener estimate under a Gaussian prior"
+        " fitted on the training states (climatology; per spatial mode the channels' covariance"
+        " and lag correlation); the network learns the rest.",
     ),
     temporal_kernel: int = typer.Option(
         3, help="States seen by each temporal convolution (odd; K - 1 or more: the whole blanket)."

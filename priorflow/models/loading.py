@@ -197,6 +197,11 @@ def load_model(
         raise ModelError(
             f"checkpoint {file} does not fit the backbone: {one_line(error)}"
         ) from None
+    problem = getattr(network, "state_problem", None)
+    if callable(problem) and (reason := problem()):
+        raise ModelError(
+            f"checkpoint {file}: {reason}; retrain, or restore the file training wrote"
+        )
     backbone.to(device).eval()
     return Model(
         card=source.card,

@@ -301,6 +301,25 @@ class ReferenceBackbone(nn.Module):
             )
             self.register_buffer("lag_correlation", torch.zeros(h, w // 2 + 1))
 
+    def state_problem(self) -> str | None:
+        r"""Why the skip's loaded statistics cannot be a prior (``None`` when they can): they
+        must be finite, :math:`|\rho_k| \le 0.995` and every :math:`S_k` Hermitian and
+        positive definite, as :meth:`fit_states` writes them."""
+        if not self.spectral_skip:
+            return None
+        for name in ("climatology", "channel_covariance", "lag_correlation"):
+            if not torch.isfinite(getattr(self, name)).all():
+                return f"the spectral skip's {name} is not finite"
+        if self.lag_correlation.abs().max() > _MAX_LAG_CORRELATION + 1e-6:
+            return f"the spectral skip's lag_correlation lies beyond +-{_MAX_LAG_CORRELATION}"
+        covariance = torch.view_as_complex(self.channel_covariance.double().contiguous())
+        scale = covariance.abs().amax().clamp(min=1e-12)
+        if (covariance - covariance.mH).abs().amax() > 1e-5 * scale:
+            return "the spectral skip's channel_covariance is not Hermitian"
+        if torch.linalg.eigvalsh(covariance).amin() <= 0:
+            return "the spectral skip's channel_covariance is not positive definite"
+        return None
+
     def mean_state(self, dates: torch.Tensor) -> torch.Tensor:
         r"""The skip's climatological mean :math:`m(t) = \sum_j \phi_j(t) M_j` at ``dates``
         ``(*, 4)``: ``(*, C, H, W)`` (:func:`climatology_features`, maps ``M_j`` fitted by

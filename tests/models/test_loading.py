@@ -15,6 +15,8 @@ from priorflow.models.loading import build_backbone, file_sha256, load_model
 from priorflow.models.reference import ReferenceBackbone
 from tests.model_dirs import KWARGS, SHAPE, card_dict, load_error, make_dir
 
+TARGET = "priorflow.models.reference:ReferenceBackbone"
+
 
 def test_load_model(tmp_path):
     directory = make_dir(tmp_path / "m")
@@ -216,3 +218,27 @@ def test_cards_of_earlier_releases_name_their_backbone_by_its_old_path(tmp_path)
     old = card_dict(backbone={"target": "priorflow.reference:ReferenceBackbone", "kwargs": KWARGS})
     model = load_model(make_dir(tmp_path / "m", card=old))
     assert type(model.backbone).__module__ == "priorflow.models.reference"
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "expected"),
+    [
+        ("lag_correlation", lambda t: t.fill_(1.5), "lag_correlation lies beyond +-0.995"),
+        ("climatology", lambda t: t.view(-1)[0].fill_(float("nan")), "climatology is not finite"),
+        ("channel_covariance", lambda t: t[..., 0, 1, 0].fill_(0.5), "is not Hermitian"),
+        ("channel_covariance", lambda t: t.mul_(-1), "is not positive definite"),
+    ],
+)
+def test_a_spectral_skip_with_damaged_statistics_is_refused(tmp_path, name, damage, expected):
+    """The skip's fitted prior is read back from the checkpoint: checked before it is used."""
+    kwargs = {**KWARGS, "spectral_skip": True}
+    directory = make_dir(tmp_path / "m", card_dict(backbone={"target": TARGET, "kwargs": kwargs}))
+    backbone = ReferenceBackbone(SHAPE, **kwargs)
+    torch.save(backbone.state_dict(), directory / "model_best.pt")
+    assert load_model(directory).backbone.spectral_skip  # unfitted: the identity prior
+    state = backbone.state_dict()
+    damage(state[name])
+    torch.save(state, directory / "model_best.pt")
+    message = load_error(directory)
+    assert message.startswith(f"checkpoint {directory / 'model_best.pt'}: ")
+    assert expected in message and "retrain" in message
