@@ -157,15 +157,18 @@ def copy_run(run_dir: Path, destination: Path) -> Path:
 
 
 def corrupt_model(model: Model, how: str, factor: float = 1.5, seed: int = 0) -> Model:
-    """A broken copy of ``model``: every weight ``scaled`` by ``factor``, or the entries of every
-    weight tensor ``shuffled`` (a fixed permutation per tensor)."""
+    """A broken copy of ``model``: every tensor of its state (weights, and fitted statistics
+    such as the reference backbone's spectral skip) ``scaled`` by ``factor``, or the entries of
+    every such tensor ``shuffled`` (a fixed permutation per tensor)."""
     import copy
     import dataclasses
 
     backbone = copy.deepcopy(model.backbone)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in backbone.parameters():
+        for parameter in backbone.state_dict().values():
+            if not parameter.is_floating_point():
+                continue
             if how == "scaled":
                 parameter.mul_(factor)
             elif how == "shuffled":

@@ -41,8 +41,9 @@ class CheckConfig(BaseModel):
     enabled: bool = Field(default=True, description="run the check after generation (flows)")
     learned: bool = Field(
         default=False,
-        description="judge the model's own blankets (then the gate); false: the composed run's "
-        "verdict gates. Opt-in until the shipped reference model passes it (docs/check.md)",
+        description="judge the model's own blankets (then the gate; the demo and nightly configs "
+        "set it); false: the composed run's verdict gates. It needs 8 archive windows per start "
+        "date within blanket_window_days (docs/check.md)",
     )
     false_fail_rate: float = Field(
         default=0.01,

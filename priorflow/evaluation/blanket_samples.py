@@ -90,7 +90,8 @@ def archive_windows(
             f"check: only {len(times)} archive windows of {length} states at the hours of "
             f"{start:%Y-%m-%d %Hh} lie within {window_days} days of its day of the year (8 "
             f"needed); archive {archive.path} covers {archive.range_label}; use a longer "
-            "archive or a larger check.blanket_window_days"
+            "archive, a larger check.blanket_window_days, or check.learned=false (then the"
+            " composed run's verdict gates)"
         )
     stacked = np.stack(times)
     states = archive.states(stacked.reshape(-1)).reshape(len(times), length, *archive.state_shape)

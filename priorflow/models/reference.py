@@ -429,7 +429,7 @@ class ReferenceBackbone(nn.Module):
             dates: ``(n, K, 4)``.
         """
         k, (h, w) = x.shape[1], x.shape[-2:]
-        rho = self.lag_correlation.double()
+        rho = self.lag_correlation.double().clamp(-_MAX_LAG_CORRELATION, _MAX_LAG_CORRELATION)
         lags = torch.arange(k, device=x.device)
         lags = (lags[:, None] - lags[None, :]).abs().double()
         # R_k (H, Wf, K, K) and S_k (H, Wf, C, C) per spatial mode; eigh in float64

@@ -541,6 +541,7 @@ def test_nightly_config_is_the_demo_with_a_run_per_night():
     demo = load_config(CONFIGS / "demo.yaml")
     assert nightly.run_id == f"nightly-{datetime.now():%Y%m%d}"
     assert nightly.check.enabled is True
+    assert nightly.check.learned and demo.check.learned  # the gate of issue 11
     same = {"run_id", "check"}
     assert nightly.model_dump(exclude=same) == demo.model_dump(exclude=same)
 

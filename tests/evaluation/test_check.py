@@ -497,4 +497,11 @@ def test_corrupted_reference_fails_with_reasons(reference, archive, tmp_path, ho
         "spectrum",
         "diurnal",
     }
-    assert named & {"bias", "spread", "autocorrelation", "spectrum"}, result.reasons
+    content = {"bias", "spread", "autocorrelation", "spectrum"}
+    if how == "scaled":
+        # measured: with the spectral skip's statistics x1.5 (lag correlation clamped at 0.995)
+        # the fixed thresholds see it only at the seams (3.0 times the increments inside
+        # blankets); the learned verdict fails it on mean, std and autocorrelation
+        # (test_learned.py::test_broken_reference_models_fail)
+        content.add("seams")
+    assert named & content, result.reasons
