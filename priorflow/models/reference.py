@@ -45,7 +45,8 @@ _MONTH_OFFSETS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
 _MAX_LAG_CORRELATION = 0.995
 # Diurnal harmonics of the spectral skip's climatological mean (climatology_features).
 _CLIMATOLOGY_HARMONICS = 4
-_CLIMATOLOGY_FEATURES = 29
+# 1, two seasonal pairs, the diurnal pairs, the first seasonal pair times each diurnal pair
+_CLIMATOLOGY_FEATURES = 1 + 4 + 2 * _CLIMATOLOGY_HARMONICS + 4 * _CLIMATOLOGY_HARMONICS
 
 
 def date_features(dates: torch.Tensor, harmonics: int = 1) -> torch.Tensor:

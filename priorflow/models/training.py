@@ -254,8 +254,8 @@ class _Training:
     def _fit_backbone_to_training_states(self, blanket_size: int) -> None:
         """A backbone with ``fit_states`` (e.g. the reference one's spectral skip) sees the
         states of the training blankets (never a validation day's) and their dates before its
-        first step, with the pairs of them one blanket step apart; a resumed run loads what the first one fitted
-        with the rest of its state, so it does not fit again."""
+        first step, with the pairs of them one blanket step apart; a resumed run loads what the
+        first one fitted with the rest of its state, so it does not fit again."""
         fit = getattr(self.backbone, "fit_states", None)
         if not callable(fit) or self.state_file.exists():
             return
