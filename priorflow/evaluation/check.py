@@ -83,7 +83,7 @@ from priorflow.evaluation.composition_check import (
     composition_dataset,
 )
 from priorflow.evaluation.evaluate import NonFiniteRun, evaluate_group
-from priorflow.evaluation.learned import LearnedResult, check_blankets, learned_table
+from priorflow.evaluation.learned import LearnedResult, check_blankets, judged_dataset
 from priorflow.evaluation.ranks import extreme_fraction
 from priorflow.evaluation.report import render_report
 from priorflow.evaluation.verdict import Finding, judge, key_numbers
@@ -392,11 +392,7 @@ def _verdicts(
 def _learned_dataset(learned: LearnedResult) -> Any:
     """Every judged test of the learned verdict as a dataset along ``test``; the rank
     histograms ``(channel, rank)`` (fractions) and their extreme-bin fractions beside them."""
-    import xarray as xr
-
-    table = learned_table(learned.judged)
-    data = {k: ("test", v.astype(str) if v.dtype.kind == "U" else v) for k, v in table.items()}
-    ds = xr.Dataset(data)
+    ds = judged_dataset(learned.judged, ("model", "archive"))
     ds.attrs = {k: v for k, v in learned.description.items() if k != "sampler_config"}
     ds.attrs["group"] = learned.group
     if learned.ranks is not None:

@@ -47,7 +47,7 @@ from priorflow.evaluation.composition import (
     segments,
     trajectory_features,
 )
-from priorflow.evaluation.learned import JudgedTest, criterion_tests, judge_tests
+from priorflow.evaluation.learned import JudgedTest, criterion_tests, judge_tests, judged_dataset
 from priorflow.evaluation.metrics import seam_boundaries
 from priorflow.evaluation.verdict import Finding
 
@@ -56,7 +56,6 @@ __all__ = [
     "check_composition",
     "composition_dataset",
     "composition_findings",
-    "composition_table",
     "size_tests",
 ]
 
@@ -264,28 +263,9 @@ def composition_findings(
     return findings
 
 
-def composition_table(judged: list[JudgedTest]) -> dict[str, np.ndarray]:
-    """Every judged test as columns (for the metrics store and the report)."""
-    return {
-        "criterion": np.array([j.test.criterion for j in judged]),
-        "label": np.array([j.test.label for j in judged]),
-        "against": np.array([j.test.against for j in judged]),
-        "composed": np.array([j.test.composed for j in judged]),
-        "reference": np.array([j.test.reference for j in judged]),
-        "se": np.array([j.test.se for j in judged]),
-        "z": np.array([j.test.z for j in judged]),
-        "threshold": np.array([j.threshold for j in judged]),
-        "ok": np.array([j.ok for j in judged]),
-    }
-
-
 def composition_dataset(result: CompositionResult) -> Any:
     """Every judged test of one size as an ``xarray.Dataset`` along ``test`` (``metrics.zarr``
     group ``composition-<size>``), what was compared in its attributes."""
-    import xarray as xr
-
-    table = composition_table(result.judged)
-    data = {k: ("test", v.astype(str) if v.dtype.kind == "U" else v) for k, v in table.items()}
-    ds = xr.Dataset(data)
+    ds = judged_dataset(result.judged, ("against", "composed", "reference"))
     ds.attrs = {**result.description, "group": result.group}
     return ds

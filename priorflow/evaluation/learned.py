@@ -36,7 +36,7 @@ from priorflow.evaluation.verdict import Finding
 if TYPE_CHECKING:
     from priorflow.evaluation.composition import CompositionTest
 
-__all__ = ["JudgedTest", "criterion_tests", "judge_tests", "learned_findings"]
+__all__ = ["JudgedTest", "criterion_tests", "judge_tests", "judged_dataset", "learned_findings"]
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,19 @@ def _rate(config: CheckConfig, tests: int) -> str:
     return f"false-fail rate {config.false_fail_rate:g} over {tests} tests"
 
 
-def learned_table(judged: list[JudgedTest]) -> dict[str, np.ndarray]:
-    """Every judged test as columns (for the metrics store and the report)."""
-    return {
-        "criterion": np.array([j.test.criterion for j in judged]),
-        "label": np.array([j.test.label for j in judged]),
-        "model": np.array([j.test.model for j in judged]),
-        "archive": np.array([j.test.archive for j in judged]),
-        "se": np.array([j.test.se for j in judged]),
-        "z": np.array([j.test.z for j in judged]),
-        "threshold": np.array([j.threshold for j in judged]),
-        "ok": np.array([j.ok for j in judged]),
-    }
+def judged_dataset(judged: list[JudgedTest], fields: tuple[str, ...]) -> Any:
+    """Every judged test as an ``xarray.Dataset`` along ``test`` (the metrics store's tables):
+    ``criterion``, ``label``, the test's ``fields`` (what was compared), ``se``, ``z``, then its
+    ``threshold`` on :math:`|z|` and ``ok``."""
+    import xarray as xr
+
+    names = ("criterion", "label", *fields, "se", "z")
+    columns = {name: np.array([getattr(j.test, name) for j in judged]) for name in names}
+    columns["threshold"] = np.array([j.threshold for j in judged])
+    columns["ok"] = np.array([j.ok for j in judged])
+    return xr.Dataset(
+        {k: ("test", v.astype(str) if v.dtype.kind == "U" else v) for k, v in columns.items()}
+    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from priorflow.config import CheckConfig
 from priorflow.evaluation.blanket_stats import BlanketTest
-from priorflow.evaluation.learned import judge_tests, learned_findings
+from priorflow.evaluation.learned import judge_tests, judged_dataset, learned_findings
 from priorflow.models.exact import write_exact_model
 from priorflow.models.loading import load_model
 from tests._check_runs import REFERENCE, corrupt_model, learned_verdict, shared_two_year_archive
@@ -50,6 +50,19 @@ def test_thresholds_follow_the_false_fail_rate_and_the_tolerance():
     assert "4.0 standard errors below" in failed[0].message
     assert "allowed |z| <= " in failed[1].message and "1 of 1 tests fail" in failed[1].message
     assert "false-fail rate 0.01 over 3 tests" in findings[1].message
+
+
+def test_judged_tests_become_the_metrics_table_column_by_column():
+    judged = judge_tests([_test("std", 2.0), _test("autocorrelation", 4.5)], CheckConfig())
+    ds = judged_dataset(judged, ("model", "archive"))
+    assert list(ds.data_vars) == [
+        "criterion", "label", "model", "archive", "se", "z", "threshold", "ok",
+    ]  # fmt: skip
+    assert ds.sizes == {"test": 2}
+    assert ds["criterion"].values.tolist() == ["std", "autocorrelation"]
+    assert ds["criterion"].dtype.kind == "U"  # text, as zarr stores it
+    assert ds["model"].values.tolist() == [3.0, 5.5] and ds["ok"].values.tolist() == [True, False]
+    assert ds["threshold"].values[0] == judged[0].threshold
 
 
 def test_every_criterion_and_lag_is_judged_on_blankets(archive, tmp_path_factory):
